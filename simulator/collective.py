@@ -1,0 +1,76 @@
+"""Running one collective call on the fluid fabric: rank-by-rank steps, no object per message."""
+
+from __future__ import annotations
+
+import numpy as np
+from simpy.core import Environment
+from simpy.events import Event
+
+from simulator.fabric import Fabric
+from simulator.ops import Schedule
+
+
+class CollectiveRun:
+    """One execution of a :class:`~simulator.ops.Schedule`.
+
+    Each member joins with :meth:`join` and gets an event that fires when its own part is over.
+    When the last member has joined, every member enters step 0. A member's step ``k`` is one
+    fabric group counting its step-``k`` sends and receives, plus one for entering the step;
+    when it empties, the member enters step ``k+1`` (sends its messages) or is done.
+    """
+
+    def __init__(self, env: Environment, fabric: Fabric, schedule: Schedule) -> None:
+        self.env = env
+        self.fabric = fabric
+        self.schedule = schedule
+        ranks = np.asarray(schedule.ranks, dtype=np.int64)
+        self.size = ranks.shape[0]
+        position = np.full(fabric.topology.n_gpus, -1, dtype=np.int64)
+        position[ranks] = np.arange(self.size)
+        steps = max(schedule.n_steps, 1)
+        sender = position[schedule.src] * steps + schedule.step
+        receiver = position[schedule.dst] * steps + schedule.step
+        if np.any(position[schedule.src] < 0) or np.any(position[schedule.dst] < 0):
+            raise ValueError(f"{schedule.name}: a message's source or destination is not a member")
+        n_groups = self.size * steps
+        counts = np.bincount(sender, minlength=n_groups) + np.bincount(receiver, minlength=n_groups) + 1
+        self.steps = steps
+        self.base = fabric.new_groups(counts, self._group_done)
+        order = np.argsort(sender, kind="stable")
+        self._src = np.asarray(schedule.src, dtype=np.int64)[order]
+        self._dst = np.asarray(schedule.dst, dtype=np.int64)[order]
+        self._nbytes = np.asarray(schedule.nbytes, dtype=np.float64)[order]
+        self._sender = sender[order] + self.base
+        self._receiver = receiver[order] + self.base
+        self._offsets = np.searchsorted(sender[order], np.arange(n_groups + 1))
+        self._position = position
+        self._done = [env.event() for _ in range(self.size)]
+        self.joined = 0
+        self.start_time: float | None = None
+
+    def join(self, gpu: int) -> Event:
+        """Member ``gpu`` reaches the collective; returns the event of its part being over."""
+        index = int(self._position[gpu])
+        if index < 0:
+            raise ValueError(f"GPU {gpu} is not a member of {self.schedule.name}")
+        self.joined += 1
+        if self.joined == self.size:
+            self.start_time = self.env.now
+            self._enter(np.arange(self.size) * self.steps)
+        return self._done[index]
+
+    def _enter(self, groups: np.ndarray) -> None:
+        """Members enter the steps ``groups`` (relative group ids): send, then release the entry count."""
+        parts = [np.arange(self._offsets[g], self._offsets[g + 1]) for g in groups]
+        rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        self.fabric.send(
+            self._src[rows], self._dst[rows], self._nbytes[rows], self._sender[rows], self._receiver[rows]
+        )
+        self.fabric.release(self.base + groups)
+
+    def _group_done(self, group: int) -> None:
+        index, step = divmod(group, self.steps)
+        if step + 1 < self.steps:
+            self._enter(np.array([group + 1]))
+        else:
+            self._done[index].succeed()

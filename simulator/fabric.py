@@ -1,0 +1,331 @@
+"""The fluid network: messages become flows whose max-min fair rates change only when a flow
+starts or finishes.
+
+What happens in simulated time:
+
+1. :meth:`Fabric.send` queues a batch of messages. Each starts after the per-message latency α of
+   its tier (``nvlink_message_latency`` inside a host, ``message_latency`` otherwise).
+2. All messages that start at one instant are admitted together by a :class:`Flush` event that
+   fires after every other event of that instant: the transport turns them into flows, every
+   active flow is advanced by ``rate * dt``, and rates are solved once (:func:`max_min_rates`).
+3. The next completion is scheduled for the earliest finishing flow; every flow finishing within
+   ``RTOL`` of it (relative) finishes in the same event. Admission in between makes the pending
+   completion stale (a version number), and it is rescheduled after the new solve.
+4. A message is delivered when its last flow finishes, plus its path's propagation latency.
+5. Messages count down *groups* (a rank's part of a collective step, typically): a group fires
+   its callback when its count reaches zero, at the latest delivery time of its messages.
+
+State is struct-of-arrays: no Python object per message or flow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import simpy
+from simpy.core import Environment
+from simpy.events import NORMAL
+
+from simulator.columns import Columns
+from simulator.maxmin import remove_flows, resolve_above
+from simulator.transport import Transport, to_flows
+from topologies.compiled import MAX_HOPS, CompiledFabric
+
+RTOL = 1e-9
+"""Flows finishing within this relative time of the earliest one finish in the same event."""
+
+LATE = NORMAL + 1
+"""Event priority that sorts after every normal event of the same instant."""
+
+
+class Flush(simpy.events.Event):
+    """Fires at ``delay`` from now, after every normal-priority event scheduled for that instant, and
+    calls ``callback``. Used to admit all messages that start at one instant in one batch."""
+
+    def __init__(
+        self, env: Environment, delay: float, callback: Callable[[simpy.events.Event], None]
+    ) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        self.callbacks.append(callback)
+        env.schedule(self, LATE, delay)
+
+
+class Fabric:
+    """Fluid model of a compiled fabric inside a SimPy environment.
+
+    Args:
+        env: the SimPy environment (time in seconds).
+        fabric: the compiled topology.
+        transport: how messages become flows.
+        seed: ECMP hash seed.
+    """
+
+    def __init__(self, env: Environment, fabric: CompiledFabric, transport: Transport, seed: int = 0) -> None:
+        self.env = env
+        self.topology = fabric
+        self.transport = transport
+        self.seed = seed
+        self.messages = Columns(
+            {
+                "src": (np.int64, ()),
+                "dst": (np.int64, ()),
+                "nbytes": (np.float64, ()),
+                "submit": (np.float64, ()),
+                "start": (np.float64, ()),
+                "end": (np.float64, ()),
+                "latency": (np.float64, ()),
+                "group_a": (np.int64, ()),
+                "group_b": (np.int64, ()),
+                "pending": (np.int64, ()),
+            }
+        )
+        self.flows = Columns(
+            {
+                "message": (np.int64, ()),
+                "nbytes": (np.float64, ()),
+                "start": (np.float64, ()),
+                "end": (np.float64, ()),
+                "path": (np.int32, (MAX_HOPS,)),
+            }
+        )
+        self._groups = Columns({"remaining": (np.int64, ()), "latest": (np.float64, ())})
+        self._group_owner: list[tuple[int, Callable[[int], None]]] = []
+        n_links = fabric.n_links
+        self.link_bytes = np.zeros(n_links)
+        self.link_peak_flows = np.zeros(n_links, dtype=np.int64)
+        self._load = np.zeros(n_links)
+        self._count = np.zeros(n_links, dtype=np.int64)
+        # Flow slots (struct of arrays, dead slots compacted lazily).
+        self._flow = np.zeros(0, dtype=np.int64)
+        self._paths = np.zeros((0, MAX_HOPS), dtype=np.int32)
+        self._alive = np.zeros(0, dtype=bool)
+        self._rate = np.zeros(0)
+        self._left = np.zeros(0)
+        self._anchor = np.zeros(0)
+        self._finish = np.zeros(0)
+        self._dead = 0
+        self._pending: dict[float, list[np.ndarray]] = {}
+        self._clock = env.now
+        self._version = 0
+        self.solves = 0
+        self.events = 0
+
+    # ----------------------------------------------------------------- groups
+    def new_groups(self, counts: np.ndarray, on_done: Callable[[int], None]) -> int:
+        """Create ``len(counts)`` groups with initial counts; return the first group's id.
+
+        ``on_done(i)`` is called with the group's index ``i`` (relative to the first) when its count
+        reaches zero, at the latest delivery time of the messages that counted it down.
+        """
+        counts = np.asarray(counts, dtype=np.int64)
+        rows = self._groups.append(remaining=counts, latest=np.full(counts.shape[0], -np.inf))
+        self._group_owner.append((rows.start, on_done))
+        return rows.start
+
+    def release(self, groups: np.ndarray) -> None:
+        """Count each of ``groups`` down by one now (e.g. its rank has entered the step)."""
+        groups = np.asarray(groups, dtype=np.int64)
+        self._count_down(groups, np.full(groups.shape[0], self.env.now))
+
+    def _count_down(self, groups: np.ndarray, times: np.ndarray) -> None:
+        keep = groups >= 0
+        groups, times = groups[keep], times[keep]
+        if groups.size == 0:
+            return
+        latest = self._groups["latest"]
+        remaining = self._groups["remaining"]
+        np.maximum.at(latest, groups, times)
+        ids, counts = np.unique(groups, return_counts=True)
+        remaining[ids] -= counts
+        for group in ids[remaining[ids] == 0]:
+            self._fire_group(int(group), float(latest[group]))
+
+    def _fire_group(self, group: int, when: float) -> None:
+        starts = [start for start, _ in self._group_owner]
+        owner = int(np.searchsorted(starts, group, side="right")) - 1
+        start, on_done = self._group_owner[owner]
+        delay = when - self.env.now
+        if delay <= 0:
+            on_done(group - start)
+        else:
+            self.env.timeout(delay).callbacks.append(lambda _event: on_done(group - start))
+
+    # --------------------------------------------------------------- messages
+    def send(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        nbytes: np.ndarray,
+        group_a: np.ndarray,
+        group_b: np.ndarray,
+    ) -> None:
+        """Queue messages from GPU ``src`` to GPU ``dst`` of ``nbytes`` bytes each.
+
+        Each message counts down ``group_a`` and ``group_b`` (-1 for none) when delivered. It
+        starts moving after its tier's α and is delivered after its last flow finishes plus the
+        propagation latency of its path.
+        """
+        src = np.asarray(src, dtype=np.int64)
+        dst = np.asarray(dst, dtype=np.int64)
+        if src.size == 0:
+            return
+        spec = self.topology.spec
+        same_host = self.topology.gpu_host[src] == self.topology.gpu_host[dst]
+        alpha = np.where(same_host, spec.nvlink_message_latency, spec.message_latency)
+        now = self.env.now
+        start = now + alpha
+        rows = self.messages.append(
+            src=src,
+            dst=dst,
+            nbytes=np.asarray(nbytes, dtype=np.float64),
+            submit=np.full(src.shape[0], now),
+            start=start,
+            end=np.full(src.shape[0], np.nan),
+            latency=np.zeros(src.shape[0]),
+            group_a=np.asarray(group_a, dtype=np.int64),
+            group_b=np.asarray(group_b, dtype=np.int64),
+            pending=np.zeros(src.shape[0], dtype=np.int64),
+        )
+        ids = np.arange(rows.start, rows.stop, dtype=np.int64)
+        for when in np.unique(start):
+            batch = ids[start == when]
+            when = float(when)
+            if when not in self._pending:
+                self._pending[when] = []
+                Flush(self.env, when - now, lambda _event, when=when: self._admit(when))
+            self._pending[when].append(batch)
+
+    def _admit(self, when: float) -> None:
+        ids = np.concatenate(self._pending.pop(when))
+        self.events += 1
+        self._advance()
+        now = self.env.now
+        msgs = self.messages
+        nbytes = msgs["nbytes"][ids]
+        empty = ids[nbytes <= 0]
+        ids = ids[nbytes > 0]
+        if ids.size:
+            src, dst = msgs["src"][ids], msgs["dst"][ids]
+            flows = to_flows(self.topology, self.transport, src, dst, msgs["nbytes"][ids], ids, self.seed)
+            paths, latency = self.topology.route(src[flows.message], dst[flows.message], flows.choice)
+            owner = ids[flows.message]
+            np.maximum.at(msgs["latency"], owner, latency)
+            np.add.at(msgs["pending"], owner, 1)
+            n = owner.shape[0]
+            rows = self.flows.append(
+                message=owner,
+                nbytes=flows.nbytes,
+                start=np.full(n, now),
+                end=np.full(n, np.nan),
+                path=paths,
+            )
+            self._compact()
+            self._flow = np.concatenate([self._flow, np.arange(rows.start, rows.stop, dtype=np.int64)])
+            self._paths = np.concatenate([self._paths, paths])
+            self._alive = np.concatenate([self._alive, np.ones(n, dtype=bool)])
+            self._rate = np.concatenate([self._rate, np.zeros(n)])
+            self._left = np.concatenate([self._left, flows.nbytes])
+            self._anchor = np.concatenate([self._anchor, np.full(n, now)])
+            self._finish = np.concatenate([self._finish, np.full(n, np.inf)])
+            used = paths[paths >= 0]
+            self._count += np.bincount(used, minlength=self._count.shape[0])
+            np.maximum(self.link_peak_flows, self._count, out=self.link_peak_flows)
+            self._solve(0.0)
+        if empty.size:
+            _, latency = self.topology.route(msgs["src"][empty], msgs["dst"][empty], np.zeros(empty.size))
+            msgs["latency"][empty] = latency
+            self._deliver(empty)
+
+    # ------------------------------------------------------------------ flows
+    def _advance(self) -> None:
+        """Count the bytes every link carried since the last event at the rates in force."""
+        dt = self.env.now - self._clock
+        if dt > 0:
+            self.link_bytes += self._load * dt
+        self._clock = self.env.now
+
+    def _compact(self) -> None:
+        """Drop dead flow slots."""
+        if self._dead == 0:
+            return
+        keep = self._alive
+        self._flow, self._paths, self._alive = self._flow[keep], self._paths[keep], self._alive[keep]
+        self._rate, self._left = self._rate[keep], self._left[keep]
+        self._anchor, self._finish = self._anchor[keep], self._finish[keep]
+        self._dead = 0
+
+    def _solve(self, level: float) -> None:
+        """Re-solve rates (from ``level`` up; 0 = all) and schedule the next completion."""
+        self._version += 1
+        self.solves += 1
+        resolve_above(
+            self._paths,
+            self._alive,
+            self._rate,
+            self._load,
+            self.topology.capacity,
+            level,
+            self._left,
+            self._anchor,
+            self._finish,
+            self.env.now,
+        )
+        self._schedule_completion()
+
+    def _schedule_completion(self) -> None:
+        if self._alive.size == self._dead:
+            return
+        first = float(self._finish.min())
+        version = self._version
+        since = self.env.now
+        self.env.timeout(max(first - since, 0.0)).callbacks.append(
+            lambda _event: self._complete(version, first + (first - since) * RTOL)
+        )
+
+    def _complete(self, version: int, cutoff: float) -> None:
+        if version != self._version:
+            return
+        self.events += 1
+        self._advance()
+        done = np.flatnonzero(self._finish <= cutoff)
+        level = remove_flows(
+            self._paths, self._alive, self._rate, self._load, self._count, self._finish, done
+        )
+        self._dead += done.size
+        finished = self._flow[done]
+        self.flows["end"][finished] = self.env.now
+        owners, counts = np.unique(self.flows["message"][finished], return_counts=True)
+        pending = self.messages["pending"]
+        pending[owners] -= counts
+        if 2 * self._dead > self._alive.size:
+            self._compact()
+        if self._alive.size > self._dead:
+            self._solve(level)
+        else:
+            self._version += 1
+        self._deliver(owners[pending[owners] == 0])
+
+    def _deliver(self, ids: np.ndarray) -> None:
+        msgs = self.messages
+        end = self.env.now + msgs["latency"][ids]
+        msgs["end"][ids] = end
+        self._count_down(
+            np.concatenate([msgs["group_a"][ids], msgs["group_b"][ids]]), np.concatenate([end, end])
+        )
+
+    @property
+    def active_flows(self) -> int:
+        """Number of flows moving now."""
+        return int(self._alive.size - self._dead)
+
+    @property
+    def link_load(self) -> np.ndarray:
+        """Current total rate per link, bytes/s."""
+        return self._load
+
+    def rates(self) -> tuple[np.ndarray, np.ndarray]:
+        """Global ids and current rates (bytes/s) of the flows moving now."""
+        return self._flow[self._alive], self._rate[self._alive]

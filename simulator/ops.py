@@ -1,0 +1,64 @@
+"""The ops a GPU rank's program is made of. A program is a list of ops run in order.
+
+A :class:`Collective` op is shared: the same object appears in the program of every member rank,
+and the members meet in it. Ops are data; :mod:`simulator.engine` gives them behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """The messages of one collective call, in steps.
+
+    A member rank starts its step ``k+1`` messages once everything it sent and received in step
+    ``k`` is delivered; step 0 starts when every member has reached the collective.
+
+    Attributes:
+        ranks: GPU ids of the members (the communicator), in rank order.
+        src, dst: GPU ids per message (both members).
+        nbytes: bytes per message.
+        step: step index per message, ``0 .. n_steps-1``.
+        n_steps: number of steps.
+        name: what it is, e.g. ``"all_reduce/ring"``.
+    """
+
+    ranks: np.ndarray
+    src: np.ndarray
+    dst: np.ndarray
+    nbytes: np.ndarray
+    step: np.ndarray
+    n_steps: int
+    name: str = "collective"
+
+    @property
+    def total_bytes(self) -> float:
+        """Bytes moved by all messages, network and NVLink together."""
+        return float(np.sum(self.nbytes))
+
+
+@dataclass(frozen=True, eq=False)
+class Compute:
+    """Keep the GPU busy for ``duration`` seconds."""
+
+    duration: float
+    label: str = "compute"
+
+
+@dataclass(frozen=True, eq=False)
+class Collective:
+    """Take part in the collective ``schedule`` with the other member ranks (same object)."""
+
+    schedule: Schedule
+    label: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            object.__setattr__(self, "label", self.schedule.name)
+
+
+Op = Compute | Collective

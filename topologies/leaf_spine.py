@@ -1,0 +1,142 @@
+"""Two-tier leaf-spine (folded Clos) fabrics of GPU hosts, built as networkx graphs.
+
+A host holds ``gpus_per_host`` GPUs joined by an NVSwitch domain and one NIC per GPU. Each NIC
+connects to a leaf; every leaf connects to every spine with one link of ``uplink_bandwidth``.
+All links are directed (full duplex = one link each way) and carry two attributes: ``capacity``
+in bytes per second and ``latency`` (propagation) in seconds.
+
+Host and GPU numbering: GPU ``g`` sits on host ``g // gpus_per_host`` with local index
+``g % gpus_per_host``. The fabric has ``leaves * hosts_per_leaf`` hosts either way:
+
+- not rail-optimized: host ``h`` hangs off leaf ``h // hosts_per_leaf`` with all its NICs;
+- rail-optimized: leaves form rail groups of ``gpus_per_host`` leaves; group ``p`` serves
+  hosts ``p*hosts_per_leaf*gpus_per_host`` onwards, and NIC ``i`` of each of them connects to
+  leaf ``p*gpus_per_host + i`` (rail ``i``). A leaf has the same number of host ports in both
+  layouts (``hosts_per_leaf * gpus_per_host``).
+
+Oversubscription is not a parameter: it follows from the counts and speeds and is reported by
+:func:`oversubscription`.
+
+Example
+-------
+>>> spec = LeafSpine(leaves=2, spines=2, hosts_per_leaf=1, gpus_per_host=2,
+...                  nic_bandwidth=50e9, uplink_bandwidth=50e9, link_latency=5e-7,
+...                  nvlink_bandwidth=450e9)
+>>> graph = build_graph(spec)
+>>> graph.number_of_nodes(), graph.number_of_edges()
+(10, 24)
+>>> oversubscription(spec)
+1.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+
+
+class TopologyError(ValueError):
+    """A fabric that cannot be built. ``field`` names the offending parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class LeafSpine:
+    """Parameters of a two-tier leaf-spine fabric, in base units (bytes/s and seconds).
+
+    ``message_latency`` is the per-message latency α (software and NIC) of traffic that leaves
+    the host; ``nvlink_message_latency`` the α of traffic inside a host. ``link_latency`` is
+    the propagation latency of each NIC-tier and spine-tier link; NVLink hops add none (their
+    cost is inside ``nvlink_message_latency``).
+    """
+
+    leaves: int
+    spines: int
+    hosts_per_leaf: int
+    gpus_per_host: int
+    nic_bandwidth: float
+    uplink_bandwidth: float
+    nvlink_bandwidth: float
+    link_latency: float = 5e-7
+    message_latency: float = 2e-6
+    nvlink_message_latency: float = 1e-6
+    rail_optimized: bool = False
+
+    @property
+    def hosts(self) -> int:
+        """Number of hosts in the fabric."""
+        return self.leaves * self.hosts_per_leaf
+
+    @property
+    def gpus(self) -> int:
+        """Number of GPUs (ranks) in the fabric."""
+        return self.hosts * self.gpus_per_host
+
+
+def validate(spec: LeafSpine) -> None:
+    """Raise :class:`TopologyError` naming the first parameter that makes ``spec`` unbuildable."""
+    for name in ("leaves", "spines", "hosts_per_leaf", "gpus_per_host"):
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TopologyError(name, f"must be a whole number >= 1, got {value!r}")
+    for name in ("nic_bandwidth", "uplink_bandwidth", "nvlink_bandwidth"):
+        value = getattr(spec, name)
+        if not value > 0:
+            raise TopologyError(name, f"must be a positive bandwidth, got {value!r} B/s")
+    for name in ("link_latency", "message_latency", "nvlink_message_latency"):
+        value = getattr(spec, name)
+        if not value >= 0:
+            raise TopologyError(name, f"must be a non-negative time, got {value!r} s")
+    if spec.rail_optimized and spec.leaves % spec.gpus_per_host != 0:
+        raise TopologyError(
+            "leaves",
+            f"a rail-optimized fabric needs a multiple of gpus_per_host={spec.gpus_per_host} leaves "
+            f"(one per rail in each rail group), got {spec.leaves}",
+        )
+
+
+def leaf_of_gpu(spec: LeafSpine, gpu: int) -> int:
+    """The leaf that GPU ``gpu``'s NIC connects to."""
+    host, local = divmod(gpu, spec.gpus_per_host)
+    if not spec.rail_optimized:
+        return host // spec.hosts_per_leaf
+    group = host // (spec.hosts_per_leaf * spec.gpus_per_host)
+    return group * spec.gpus_per_host + local
+
+
+def oversubscription(spec: LeafSpine) -> float:
+    """Host-facing over spine-facing bandwidth of one leaf (1.0 = non-blocking)."""
+    down = spec.hosts_per_leaf * spec.gpus_per_host * spec.nic_bandwidth
+    up = spec.spines * spec.uplink_bandwidth
+    return down / up
+
+
+def build_graph(spec: LeafSpine) -> nx.DiGraph:
+    """Build the directed link graph of ``spec``.
+
+    Nodes are tuples ``("gpu", g)``, ``("nvswitch", h)``, ``("leaf", l)``, ``("spine", s)``.
+    Each edge has ``capacity`` (bytes/s), ``latency`` (s) and ``kind`` — one of ``nic_up``,
+    ``nic_down``, ``nvlink_up``, ``nvlink_down``, ``uplink`` (leaf to spine) and ``downlink``
+    (spine to leaf). A single-leaf fabric has no spine tier.
+    """
+    validate(spec)
+    graph = nx.DiGraph(name="leaf_spine")
+    nic, up, nvl = spec.nic_bandwidth, spec.uplink_bandwidth, spec.nvlink_bandwidth
+    lat = spec.link_latency
+    for gpu in range(spec.gpus):
+        host = gpu // spec.gpus_per_host
+        graph.add_edge(("gpu", gpu), ("nvswitch", host), capacity=nvl, latency=0.0, kind="nvlink_up")
+        graph.add_edge(("nvswitch", host), ("gpu", gpu), capacity=nvl, latency=0.0, kind="nvlink_down")
+        leaf = ("leaf", leaf_of_gpu(spec, gpu))
+        graph.add_edge(("gpu", gpu), leaf, capacity=nic, latency=lat, kind="nic_up")
+        graph.add_edge(leaf, ("gpu", gpu), capacity=nic, latency=lat, kind="nic_down")
+    if spec.leaves > 1:
+        for leaf in range(spec.leaves):
+            for spine in range(spec.spines):
+                graph.add_edge(("leaf", leaf), ("spine", spine), capacity=up, latency=lat, kind="uplink")
+                graph.add_edge(("spine", spine), ("leaf", leaf), capacity=up, latency=lat, kind="downlink")
+    return graph
