@@ -35,6 +35,15 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+DEFAULT_LINK_LATENCY = 5e-7
+"""Propagation latency per link, seconds (about 100 m of fibre plus a switch hop)."""
+DEFAULT_MESSAGE_LATENCY = 5e-6
+"""Per-message α across the network, seconds: NCCL's software and NIC cost of one step (Simple protocol)."""
+DEFAULT_NVLINK_MESSAGE_LATENCY = 2e-6
+"""Per-message α inside a host over NVLink, seconds."""
+DEFAULT_NVLINK_BANDWIDTH = 450e9
+"""NVLink bandwidth per GPU and direction, bytes/s (H100 SXM: 900 GB/s both directions)."""
+
 
 class TopologyError(ValueError):
     """A fabric that cannot be built. ``field`` names the offending parameter."""
@@ -61,9 +70,9 @@ class LeafSpine:
     nic_bandwidth: float
     uplink_bandwidth: float
     nvlink_bandwidth: float
-    link_latency: float = 5e-7
-    message_latency: float = 2e-6
-    nvlink_message_latency: float = 1e-6
+    link_latency: float = DEFAULT_LINK_LATENCY
+    message_latency: float = DEFAULT_MESSAGE_LATENCY
+    nvlink_message_latency: float = DEFAULT_NVLINK_MESSAGE_LATENCY
     rail_optimized: bool = False
 
     @property

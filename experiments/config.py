@@ -1,0 +1,284 @@
+"""The experiment file as validated data (pydantic models), and its expansion into points.
+
+Every quantity is written with a unit (see :mod:`experiments.units`) and stored in base units:
+seconds, bytes, bytes per second. Unknown keys are errors. :func:`load_experiment` reads a YAML
+file and returns an :class:`Experiment` or raises :class:`ConfigError`, whose message is one
+line that names the field, e.g. ``topology.nic_bandwidth: "400Gbs" is not a bandwidth (try
+400Gbps or 50GB/s)``.
+
+A point is the experiment with one value of every swept parameter applied; the sweep is the
+grid (cartesian product) of the ``sweep:`` lists, in file order, the last key varying fastest.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from experiments.units import UnitError, parse_bandwidth, parse_size, parse_time
+from simulator.transport import parse_transport
+from topologies.leaf_spine import (
+    DEFAULT_LINK_LATENCY,
+    DEFAULT_MESSAGE_LATENCY,
+    DEFAULT_NVLINK_BANDWIDTH,
+    DEFAULT_NVLINK_MESSAGE_LATENCY,
+    LeafSpine,
+    TopologyError,
+    validate,
+)
+from workloads.collectives import OPS
+
+
+class ConfigError(ValueError):
+    """A bad experiment file: the message is one line naming the field and the fix."""
+
+
+def _unit(parser: Any) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        try:
+            return parser(value)
+        except UnitError as err:
+            raise ValueError(str(err)) from None
+
+    return BeforeValidator(check)
+
+
+Bandwidth = Annotated[float, _unit(parse_bandwidth)]
+"""A bandwidth written with a unit (``400Gbps``, ``50GB/s``), stored in bytes per second."""
+Time = Annotated[float, _unit(parse_time)]
+"""A time written with a unit (``500ns``, ``2us``), stored in seconds."""
+Size = Annotated[int, _unit(parse_size)]
+"""A size written with a unit (``16MiB``), stored in bytes."""
+
+Strict = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopologyConfig(BaseModel):
+    """``topology:`` — a two-tier leaf-spine fabric (see :class:`topologies.leaf_spine.LeafSpine`)."""
+
+    model_config = Strict
+    kind: Literal["leaf_spine"] = "leaf_spine"
+    leaves: int = Field(ge=1)
+    spines: int = Field(ge=1)
+    hosts_per_leaf: int = Field(ge=1)
+    gpus_per_host: int = Field(ge=1)
+    nic_bandwidth: Bandwidth
+    uplink_bandwidth: Bandwidth
+    nvlink_bandwidth: Bandwidth = DEFAULT_NVLINK_BANDWIDTH
+    link_latency: Time = DEFAULT_LINK_LATENCY
+    message_latency: Time = DEFAULT_MESSAGE_LATENCY
+    nvlink_message_latency: Time = DEFAULT_NVLINK_MESSAGE_LATENCY
+    rail_optimized: bool = False
+
+    def spec(self) -> LeafSpine:
+        """The simulator's fabric parameters."""
+        return LeafSpine(**self.model_dump(exclude={"kind"}))
+
+
+class CollectiveWorkload(BaseModel):
+    """``workload: {kind: collective, ...}`` — one collective or traffic pattern on a communicator."""
+
+    model_config = Strict
+    kind: Literal["collective"]
+    op: Literal[OPS]  # type: ignore[valid-type]
+    size: Size
+    algorithm: Literal["direct", "ring", "hierarchical"] | None = None
+    ranks: str = "all"
+    k: int | None = Field(default=None, ge=1)
+
+    @field_validator("ranks")
+    @classmethod
+    def _ranks(cls, value: str) -> str:
+        if value in ("all", "one_per_host") or (value.startswith("rail:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f'"{value}" is not a communicator (try all, one_per_host or rail:0)')
+
+    @model_validator(mode="after")
+    def _algorithm_fits_op(self) -> CollectiveWorkload:
+        allowed = {
+            "all_to_all": ("direct",),
+            "all_gather": ("ring",),
+            "reduce_scatter": ("ring",),
+            "all_reduce": ("ring", "hierarchical"),
+        }.get(self.op, ())
+        if self.algorithm is not None and self.algorithm not in allowed:
+            hint = f"try {' or '.join(allowed)}" if allowed else "leave it out"
+            raise ValueError(f"algorithm: {self.algorithm} does not apply to op {self.op} ({hint})")
+        if self.k is not None and self.op != "shift":
+            raise ValueError(f"k: only the shift pattern takes k, not op {self.op}")
+        return self
+
+
+class Experiment(BaseModel):
+    """A whole experiment file."""
+
+    model_config = Strict
+    name: str
+    seed: int = 0
+    topology: TopologyConfig
+    workload: CollectiveWorkload
+    transport: str = "ecmp"
+    sweep: dict[str, list[Any]] | None = None
+
+    @field_validator("transport")
+    @classmethod
+    def _transport(cls, value: str) -> str:
+        return str(parse_transport(value))
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
+    loc = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    # A model-level check names its own field first ("algorithm: ..."): fold it into the path.
+    if err["type"] == "value_error" and ": " in message and message.split(": ", 1)[0].isidentifier():
+        field, message = message.split(": ", 1)
+        loc.append(field)
+    path = ".".join(loc) or "(file)"
+    if err["type"] == "extra_forbidden":
+        model = _model_at(root, loc[:-1])
+        known = ", ".join(model.model_fields) if model else ""
+        return f"{path}: unknown key (expected one of: {known})"
+    if err["type"] in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = message.replace("Input should be ", "must be ").replace("greater than or equal to", ">=")
+        bound = (
+            bound.replace("less than or equal to", "<=")
+            .replace("greater than", ">")
+            .replace("less than", "<")
+        )
+        return f"{path}: {bound}, got {err['input']!r}"
+    if err["type"] == "missing":
+        return f"{path}: required key is missing"
+    if err["type"] == "literal_error":
+        return f"{path}: {err['input']!r} is not allowed ({message.replace('Input should be', 'expected')})"
+    if err["type"] in (
+        "int_parsing",
+        "int_type",
+        "bool_parsing",
+        "bool_type",
+        "string_type",
+        "float_type",
+        "dict_type",
+        "model_type",
+        "list_type",
+        "int_from_float",
+    ):
+        return f"{path}: {message.lower().replace('input should be', 'expected')}, got {err['input']!r}"
+    return f"{path}: {message}"
+
+
+def _model_at(root: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
+    model: Any = root
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def parse_experiment(raw: Any) -> Experiment:
+    """Validate an experiment given as plain data; raise :class:`ConfigError` on the first problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError("(file): an experiment is a mapping of keys (name, topology, workload, ...)")
+    try:
+        experiment = Experiment.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err.errors()[0], Experiment)) from None
+    try:
+        validate(experiment.topology.spec())
+    except TopologyError as err:
+        raise ConfigError(f"topology.{err}") from None
+    return experiment
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated experiment file: the experiment, its raw data and its expanded points."""
+
+    experiment: Experiment
+    raw: dict[str, Any]
+    points: list[tuple[dict[str, Any], Experiment]]
+
+
+def load_experiment(path: str | Path) -> Plan:
+    """Read and validate an experiment YAML file, every sweep point included."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the file ({err.strerror})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path.name}: YAML syntax error at {where}{problem}") from None
+    experiment = parse_experiment(raw)
+    return Plan(experiment, raw, points(experiment, raw))
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            raise ConfigError(f"sweep.{dotted}: {part} is not a section of the experiment (check the path)")
+        node = child
+    node[parts[-1]] = value
+
+
+def points(experiment: Experiment, raw: dict[str, Any]) -> list[tuple[dict[str, Any], Experiment]]:
+    """Expand the sweep: a list of ``(swept values by YAML path, validated point experiment)``.
+
+    Without ``sweep:`` there is one point with no swept values. Raises :class:`ConfigError` for
+    an empty list, a path that is not a key of the experiment, or a value that fails validation
+    (named as ``sweep.PATH``).
+    """
+    sweep = experiment.sweep or {}
+    base = {key: value for key, value in raw.items() if key != "sweep"}
+    for dotted, values in sweep.items():
+        if not values:
+            raise ConfigError(f"sweep.{dotted}: empty list (give at least one value)")
+        if dotted.split(".")[0] == "sweep":
+            raise ConfigError(f"sweep.{dotted}: cannot sweep the sweep")
+    result = []
+    for combo in itertools.product(*sweep.values()):
+        swept = dict(zip(sweep.keys(), combo, strict=True))
+        point_raw = copy.deepcopy(base)
+        for dotted, value in swept.items():
+            _set_path(point_raw, dotted, value)
+        try:
+            point = parse_experiment(point_raw)
+        except ConfigError as err:
+            message = str(err)
+            for dotted in swept:
+                if message.startswith(dotted + ":"):
+                    if "unknown key" in message:
+                        known = message.split("expected one of: ", 1)[1].rstrip(")")
+                        message = f"{dotted}: not a key of the experiment (expected one of: {known})"
+                    raise ConfigError(f"sweep.{message}") from None
+            raise
+        result.append((swept, point))
+    return result

@@ -1,0 +1,60 @@
+"""Shared helpers for the simulator tests: small fabrics and one-call simulation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from simulator.engine import SimResult, simulate
+from simulator.ops import Schedule
+from simulator.transport import parse_transport
+from topologies.compiled import CompiledFabric, compile_fabric
+from topologies.leaf_spine import LeafSpine
+from workloads.collectives import collective_programs
+
+DEFAULTS = dict(
+    leaves=2,
+    spines=2,
+    hosts_per_leaf=1,
+    gpus_per_host=1,
+    nic_bandwidth=100.0,
+    uplink_bandwidth=100.0,
+    nvlink_bandwidth=1e6,
+    link_latency=0.0,
+    message_latency=0.0,
+    nvlink_message_latency=0.0,
+)
+
+
+def make_spec(**overrides: object) -> LeafSpine:
+    """A small leaf-spine fabric with zero latencies unless ``overrides`` say otherwise."""
+    return LeafSpine(**{**DEFAULTS, **overrides})
+
+
+def run_schedule(
+    spec: LeafSpine | CompiledFabric, schedule: Schedule, transport: str = "ecmp", seed: int = 0
+) -> SimResult:
+    """Simulate the one collective ``schedule`` on ``spec`` under ``transport``."""
+    fabric = spec if isinstance(spec, CompiledFabric) else compile_fabric(spec)
+    return simulate(fabric, collective_programs(schedule), parse_transport(transport), seed)
+
+
+def one_step(spec: LeafSpine, src: np.ndarray, dst: np.ndarray, nbytes: float | np.ndarray) -> Schedule:
+    """A one-step schedule: every message in step 0, every GPU a member."""
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    return Schedule(
+        ranks=np.arange(spec.gpus, dtype=np.int64),
+        src=src,
+        dst=dst,
+        nbytes=np.broadcast_to(np.asarray(nbytes, dtype=np.float64), src.shape).copy(),
+        step=np.zeros(src.shape[0], dtype=np.int64),
+        n_steps=1,
+        name="one_step",
+    )
+
+
+@pytest.fixture
+def spec_factory():
+    """The :func:`make_spec` helper as a fixture."""
+    return make_spec
