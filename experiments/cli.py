@@ -2,10 +2,13 @@
 
 ::
 
-    moesim run EXPERIMENT.yaml --out DIR
+    moesim run EXPERIMENT.yaml --out DIR [--workers N] [--executor local|dask]
+                               [--scheduler ADDRESS] [--resume]
     moesim validate EXPERIMENT.yaml
+    moesim report DIR
 
-Bad input ends with one line on stderr naming the field and the fix, and exit status 2.
+Bad input ends with one line on stderr naming the field and the fix, and exit status 2. A run
+whose points all succeed exits 0; one where some point failed exits 1 (the others are saved).
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.config import ConfigError, load_experiment
-from experiments.runner import run_point
-from experiments.store import write_results
+from experiments.execute import ExecutorError, run_experiment
+from experiments.runner import PointResult
 
 
 class UsageError(ValueError):
@@ -29,34 +32,84 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="moesim", description="Fluid simulation of MoE and collective traffic on GPU fabrics."
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run = commands.add_parser("run", help="run an experiment and write DIR/results.parquet")
+    run = commands.add_parser("run", help="run an experiment's points and write DIR/results.parquet")
     run.add_argument("experiment", type=Path, help="experiment YAML file")
     run.add_argument("--out", type=Path, required=True, help="results directory")
+    run.add_argument("--workers", type=_positive, default=None, help="parallel points (default: core count)")
+    run.add_argument("--executor", choices=("local", "dask"), default="local", help="where points run")
+    run.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a LocalCluster)")
+    run.add_argument("--resume", action="store_true", help="skip points already saved in DIR")
     validate = commands.add_parser("validate", help="check an experiment file without running it")
     validate.add_argument("experiment", type=Path, help="experiment YAML file")
+    report = commands.add_parser("report", help="write DIR/report.html from a results directory")
+    report.add_argument("out", type=Path, help="results directory")
     return parser
 
 
+def _print_point(result: PointResult) -> None:
+    row = result.row
+    if result.failed:
+        print(f"point {row['point']}: FAILED: {row['error']}")
+        return
+    print(
+        f"point {row['point']}: completion {row['completion_time_s'] * 1e3:.4f} ms, "
+        f"max link utilization {row['max_link_utilization']:.3f}, "
+        f"max link flows {row['max_link_flows']}, {row['flows']} flows, {row['wall_time_s']:.2f} s"
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.scheduler and args.executor != "dask":
+        raise UsageError("moesim run: --scheduler needs --executor dask")
     plan = load_experiment(args.experiment)
-    results = []
-    for index, (swept, point) in enumerate(plan.points):
-        result = run_point(index, swept, point)
-        results.append(result)
-        row = result.row
-        print(
-            f"point {index + 1}/{len(plan.points)}: completion {row['completion_time_s'] * 1e3:.4f} ms, "
-            f"max link utilization {row['max_link_utilization']:.3f}, "
-            f"max link flows {row['max_link_flows']}, "
-            f"{row['flows']} flows, {row['wall_time_s']:.2f} s"
+    try:
+        outcome = run_experiment(
+            plan,
+            args.out,
+            workers=args.workers,
+            executor=args.executor,
+            scheduler=args.scheduler,
+            resume=args.resume,
+            on_point=_print_point if len(plan.points) <= 50 else None,
         )
-    write_results(args.out, plan.raw, results)
-    print(f"wrote {args.out / 'results.parquet'}")
+    except KeyboardInterrupt:
+        print(
+            f"moesim: interrupted; finished points are saved in {args.out} (rerun with --resume)",
+            file=sys.stderr,
+        )
+        return 130
+    report = _write_report(args.out)
+    print(
+        f"{len(plan.points)} points: {outcome.ran} run, {outcome.skipped} already done, "
+        f"{outcome.failed} failed; "
+        f"wrote {args.out / 'results.parquet'}{' and ' + str(report) if report else ''}"
+    )
+    return 1 if outcome.failed else 0
+
+
+def _write_report(out: Path) -> Path | None:
+    try:
+        from experiments.report import write_report
+    except ImportError:  # the report module is optional until it lands
+        return None
+    return write_report(out)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from experiments.report import write_report
+
+    print(f"wrote {write_report(args.out)}")
     return 0
 
 
@@ -70,8 +123,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moesim`` console script; returns the exit status."""
     try:
         args = _parser().parse_args(argv)
-        return {"run": _run, "validate": _validate}[args.command](args)
-    except (ConfigError, UsageError) as err:
+        return {"run": _run, "validate": _validate, "report": _report}[args.command](args)
+    except (ConfigError, UsageError, ExecutorError) as err:
+        print(f"moesim: error: {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:
+        if type(err).__name__ != "ReportError":
+            raise
         print(f"moesim: error: {err}", file=sys.stderr)
         return 2
 

@@ -123,6 +123,19 @@ class CollectiveWorkload(BaseModel):
         return self
 
 
+class RecordConfig(BaseModel):
+    """``record:`` — how much detail each point keeps beyond its results row."""
+
+    model_config = Strict
+    flows: bool = True
+    """Write every flow to ``flows.parquet`` (turn off for large sweeps)."""
+    timeline: bool = True
+    """Record link load over time for ``timeline.parquet`` and the report's heatmap."""
+    timeline_bins: int = Field(default=60, ge=1, le=10_000)
+    timeline_links: int = Field(default=48, ge=1)
+    """How many of the busiest links the timeline keeps."""
+
+
 class Experiment(BaseModel):
     """A whole experiment file."""
 
@@ -132,12 +145,23 @@ class Experiment(BaseModel):
     topology: TopologyConfig
     workload: CollectiveWorkload
     transport: str = "ecmp"
-    sweep: dict[str, list[Any]] | None = None
+    record: RecordConfig = RecordConfig()
+    sweep: dict[str, Any] | None = None
 
     @field_validator("transport")
     @classmethod
     def _transport(cls, value: str) -> str:
         return str(parse_transport(value))
+
+    @model_validator(mode="after")
+    def _rail_exists(self) -> Experiment:
+        ranks = self.workload.ranks
+        if ranks.startswith("rail:") and int(ranks[5:]) >= self.topology.gpus_per_host:
+            raise ValueError(
+                f"workload.ranks: {ranks} needs rail < gpus_per_host={self.topology.gpus_per_host}"
+                f" (try rail:0 .. rail:{self.topology.gpus_per_host - 1})"
+            )
+        return self
 
 
 # --------------------------------------------------------------------------- errors
@@ -147,7 +171,8 @@ def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
     loc = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
     message = str(err["msg"]).removeprefix("Value error, ")
     # A model-level check names its own field first ("algorithm: ..."): fold it into the path.
-    if err["type"] == "value_error" and ": " in message and message.split(": ", 1)[0].isidentifier():
+    head = message.split(": ", 1)[0]
+    if err["type"] == "value_error" and ": " in message and all(p.isidentifier() for p in head.split(".")):
         field, message = message.split(": ", 1)
         loc.append(field)
     path = ".".join(loc) or "(file)"
@@ -249,23 +274,54 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def _axes(sweep: dict[str, Any]) -> list[dict[str, list[Any]]]:
+    """The sweep's axes in file order: each a mapping of paths to equally long value lists.
+
+    A plain key is an axis of its own; ``zip:`` (a mapping, or a list of mappings) makes one axis
+    whose paths vary together.
+    """
+    axes: list[dict[str, list[Any]]] = []
+    for key, values in sweep.items():
+        if key != "zip":
+            axes.append({key: values})
+            continue
+        groups = values if isinstance(values, list) else [values]
+        for group in groups:
+            if not isinstance(group, dict) or not group:
+                raise ConfigError(
+                    "sweep.zip: a mapping of paths to equally long lists (e.g. {a: [1, 2], b: [x, y]})"
+                )
+            axes.append(group)
+    for axis in axes:
+        for path, values in axis.items():
+            where = f"sweep.zip.{path}" if len(axis) > 1 or path not in sweep else f"sweep.{path}"
+            if not isinstance(values, list):
+                raise ConfigError(f"{where}: expected a list of values, got {values!r}")
+            if not values:
+                raise ConfigError(f"{where}: empty list (give at least one value)")
+            if path.split(".")[0] == "sweep":
+                raise ConfigError(f"{where}: cannot sweep the sweep")
+        lengths = {path: len(values) for path, values in axis.items()}
+        if len(set(lengths.values())) > 1:
+            raise ConfigError(f"sweep.zip: lists must have equal lengths, got {lengths}")
+    return axes
+
+
 def points(experiment: Experiment, raw: dict[str, Any]) -> list[tuple[dict[str, Any], Experiment]]:
     """Expand the sweep: a list of ``(swept values by YAML path, validated point experiment)``.
 
-    Without ``sweep:`` there is one point with no swept values. Raises :class:`ConfigError` for
-    an empty list, a path that is not a key of the experiment, or a value that fails validation
-    (named as ``sweep.PATH``).
+    The grid is the cartesian product of the axes in file order, the last varying fastest; a
+    ``zip:`` group is one axis. Without ``sweep:`` there is one point with no swept values.
+    Raises :class:`ConfigError` for an empty list, unequal zip lists, a path that is not a key
+    of the experiment, or a value that fails validation (named as ``sweep.PATH``).
     """
-    sweep = experiment.sweep or {}
+    axes = _axes(experiment.sweep or {})
     base = {key: value for key, value in raw.items() if key != "sweep"}
-    for dotted, values in sweep.items():
-        if not values:
-            raise ConfigError(f"sweep.{dotted}: empty list (give at least one value)")
-        if dotted.split(".")[0] == "sweep":
-            raise ConfigError(f"sweep.{dotted}: cannot sweep the sweep")
     result = []
-    for combo in itertools.product(*sweep.values()):
-        swept = dict(zip(sweep.keys(), combo, strict=True))
+    for combo in itertools.product(*(range(len(next(iter(axis.values())))) for axis in axes)):
+        swept = {
+            path: values[i] for axis, i in zip(axes, combo, strict=True) for path, values in axis.items()
+        }
         point_raw = copy.deepcopy(base)
         for dotted, value in swept.items():
             _set_path(point_raw, dotted, value)

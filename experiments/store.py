@@ -1,18 +1,28 @@
-"""The results directory: Parquet tables and the resolved experiment, written atomically.
+"""The results directory.
 
-``DIR/results.parquet`` one row per point (the contract columns of DESIGN.md §5);
-``DIR/flows.parquet``, ``DIR/links.parquet``, ``DIR/ops.parquet`` per-flow, per-link and per-op
-detail with a ``point`` column; ``DIR/experiment.yaml`` the resolved experiment with the moesim
-version. Everything is first written to a sibling temporary directory and moved into ``DIR``
-only when complete, so a failed run leaves ``DIR`` as it was.
+Layout::
+
+    DIR/results.parquet    one row per point (the contract columns of DESIGN.md §5, plus error)
+    DIR/flows.parquet      per flow  (point, flow, message, src, dst, bytes, start, end, link0..3)
+    DIR/links.parquet      per link  (point, link, name, kind, capacity_Bps, bytes, peak_flows, utilization)
+    DIR/ops.parquet        per op    (point, rank, index, label, start, end)
+    DIR/timeline.parquet   per busiest link and time bin
+                           (point, link, name, kind, t_start, t_end, utilization)
+    DIR/experiment.yaml    the experiment as run, with the moesim version
+    DIR/points/NNNNN/      each point's own tables and its resolved config, written as it finishes
+
+A point's directory is written under a temporary name and renamed when complete, so it exists
+only whole: ``--resume`` skips points whose directory exists and whose config is unchanged. The
+combined tables are rebuilt from the point directories at the end of a run, each written to a
+temporary file and renamed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -20,9 +30,10 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from experiments.config import Experiment
 from experiments.runner import PointResult
 
-TABLES = ("results", "flows", "links", "ops")
+TABLES = ("results", "flows", "links", "ops", "timeline")
 
 
 def moesim_version() -> str:
@@ -33,29 +44,81 @@ def moesim_version() -> str:
         return "dev"
 
 
-def write_results(out: Path, raw: dict[str, Any], results: Sequence[PointResult]) -> None:
-    """Write every table and ``experiment.yaml`` into ``out`` (created if missing), atomically per run."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def point_dir(out: Path, index: int) -> Path:
+    return Path(out) / "points" / f"{index:05d}"
+
+
+def point_key(point: Experiment) -> str:
+    """What must be unchanged for a saved point to count as done: its resolved config."""
+    return point.model_dump_json()
+
+
+def save_point(out: Path, result: PointResult, point: Experiment) -> None:
+    """Write one point's row and tables to ``DIR/points/NNNNN/``, atomically."""
+    final = point_dir(out, int(result.row["point"]))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     try:
-        frames = {
-            "results": pd.DataFrame([r.row for r in results]),
-            "flows": pd.concat([r.flows for r in results], ignore_index=True),
-            "links": pd.concat([r.links for r in results], ignore_index=True),
-            "ops": pd.concat([r.ops for r in results], ignore_index=True),
-        }
-        for name, frame in frames.items():
-            frame.to_parquet(staging / f"{name}.parquet", index=False)
-        resolved = {"moesim_version": moesim_version(), **raw}
-        (staging / "experiment.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-        if not out.exists():
-            os.replace(staging, out)
-            return
-        for item in staging.iterdir():
-            os.replace(item, out / item.name)
+        pd.DataFrame([result.row]).to_parquet(staging / "results.parquet", index=False)
+        for name, table in result.tables.items():
+            table.to_parquet(staging / f"{name}.parquet", index=False)
+        (staging / "point.json").write_text(json.dumps({"key": point_key(point)}))
+        staging.chmod(0o777 & ~_umask())
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def saved_ok(out: Path, index: int, point: Experiment) -> bool:
+    """Whether point ``index`` is saved, succeeded and was run with the same config."""
+    folder = point_dir(out, index)
+    try:
+        key = json.loads((folder / "point.json").read_text())["key"]
+        row = pd.read_parquet(folder / "results.parquet")
+    except (OSError, ValueError, KeyError):
+        return False
+    return key == point_key(point) and row["error"].isna().all()
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def combine(out: Path, raw: dict[str, Any], n_points: int) -> pd.DataFrame:
+    """Rebuild the combined tables and ``experiment.yaml`` from the point directories."""
+    out = Path(out)
+    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
+    for index in range(n_points):
+        folder = point_dir(out, index)
+        for name in TABLES:
+            path = folder / f"{name}.parquet"
+            if path.exists():
+                parts[name].append(pd.read_parquet(path))
+    for name, frames in parts.items():
+        target = out / f"{name}.parquet"
+        if frames:
+            table = pd.concat(frames, ignore_index=True)
+            _write_atomic(target, lambda tmp, table=table: table.to_parquet(tmp, index=False))
+        elif target.exists():
+            target.unlink()
+    resolved = {"moesim_version": moesim_version(), **raw}
+    _write_atomic(
+        out / "experiment.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    )
+    return pd.read_parquet(out / "results.parquet")

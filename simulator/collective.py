@@ -61,16 +61,19 @@ class CollectiveRun:
 
     def _enter(self, groups: np.ndarray) -> None:
         """Members enter the steps ``groups`` (relative group ids): send, then release the entry count."""
-        parts = [np.arange(self._offsets[g], self._offsets[g + 1]) for g in groups]
-        rows = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        first, last = self._offsets[groups], self._offsets[groups + 1]
+        sizes = last - first
+        rows = np.repeat(first - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
         self.fabric.send(
             self._src[rows], self._dst[rows], self._nbytes[rows], self._sender[rows], self._receiver[rows]
         )
         self.fabric.release(self.base + groups)
 
-    def _group_done(self, group: int) -> None:
-        index, step = divmod(group, self.steps)
-        if step + 1 < self.steps:
-            self._enter(np.array([group + 1]))
-        else:
-            self._done[index].succeed()
+    def _group_done(self, groups: np.ndarray) -> None:
+        """Groups (member steps) completed together: members move to their next step or are done."""
+        step = groups % self.steps
+        more = step + 1 < self.steps
+        if more.any():
+            self._enter(groups[more] + 1)
+        for index in groups[~more] // self.steps:
+            self._done[int(index)].succeed()

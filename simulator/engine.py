@@ -114,6 +114,62 @@ class SimResult:
             }
         )
 
+    def timeline(self, links: np.ndarray, bins: int) -> pd.DataFrame:
+        """Average utilization of physical ``links`` in ``bins`` equal time bins over the run.
+
+        Exact integration of the recorded piecewise-constant load (the simulation must have been
+        run with ``record_timeline=True``); a spine link's load includes its share of its leaf
+        trunk's (sprayed) load. Columns: ``link, name, kind, t_start, t_end, utilization``.
+        """
+        topo = self.topology
+        links = np.asarray(links, dtype=np.int64)
+        span = self.completion_time
+        if span <= 0 or links.size == 0:
+            return pd.DataFrame(columns=["link", "name", "kind", "t_start", "t_end", "utilization"])
+        # weight[k, j]: how much of relevant link j's load counts on chosen link k
+        trunk_of = {int(p): (topo.n_physical + t) for t, row in enumerate(topo.trunk_members) for p in row}
+        relevant = sorted(set(links.tolist()) | {trunk_of[int(p)] for p in links if int(p) in trunk_of})
+        column = {link: j for j, link in enumerate(relevant)}
+        weight = np.zeros((links.size, len(relevant)))
+        spines = max(topo.n_spines, 1)
+        for k, link in enumerate(links):
+            weight[k, column[int(link)]] = 1.0
+            if int(link) in trunk_of:
+                weight[k, column[trunk_of[int(link)]]] = 1.0 / spines
+        times = [0.0]
+        state = np.zeros(len(relevant))
+        states = [state.copy()]
+        lookup = np.full(topo.n_links, -1)
+        lookup[relevant] = np.arange(len(relevant))
+        for when, changed, values in self.fabric.load_log:
+            idx = lookup[changed]
+            keep = idx >= 0
+            if not keep.any():
+                continue
+            state[idx[keep]] = values[keep]
+            if when == times[-1]:
+                states[-1] = state.copy()
+            else:
+                times.append(when)
+                states.append(state.copy())
+        times.append(max(span, times[-1]))
+        load = np.asarray(states) @ weight.T  # (segments, chosen links), bytes/s
+        area = np.vstack([np.zeros(links.size), np.cumsum(load * np.diff(times)[:, None], axis=0)])
+        edges = np.linspace(0.0, span, bins + 1)
+        at_edges = np.column_stack([np.interp(edges, times, area[:, k]) for k in range(links.size)])
+        width = np.diff(edges)[:, None]
+        util = np.diff(at_edges, axis=0) / (width * topo.capacity[links][None, :])
+        return pd.DataFrame(
+            {
+                "link": np.repeat(links, bins),
+                "name": np.repeat(np.asarray(topo.name)[links], bins),
+                "kind": np.repeat(topo.kind[links], bins),
+                "t_start": np.tile(edges[:-1], links.size),
+                "t_end": np.tile(edges[1:], links.size),
+                "utilization": util.T.reshape(-1),
+            }
+        )
+
     def summary(self) -> dict[str, float | int]:
         """The per-point metrics of the results contract, plus counts of work done."""
         links = self.links()
@@ -133,6 +189,7 @@ def simulate(
     programs: Mapping[int, Sequence[Op]],
     transport: Transport,
     seed: int = 0,
+    record_timeline: bool = False,
 ) -> SimResult:
     """Run every rank's program to the end on ``fabric`` and return what happened.
 
@@ -142,6 +199,7 @@ def simulate(
             in the program of every member of its schedule.
         transport: how messages become flows.
         seed: ECMP hash seed (nothing else is random here).
+        record_timeline: keep the link load history for :meth:`SimResult.timeline`.
 
     Raises:
         DeadlockError: some rank waits forever (a collective that not all members reach).
@@ -150,7 +208,7 @@ def simulate(
 
     wall = time.perf_counter()
     env = simpy.Environment()
-    net = Fabric(env, fabric, transport, seed)
+    net = Fabric(env, fabric, transport, seed, record_timeline)
     runs: dict[int, CollectiveRun] = {}
     records: list[tuple[int, int, str, float, float]] = []
     finished: set[int] = set()

@@ -63,7 +63,14 @@ class Fabric:
         seed: ECMP hash seed.
     """
 
-    def __init__(self, env: Environment, fabric: CompiledFabric, transport: Transport, seed: int = 0) -> None:
+    def __init__(
+        self,
+        env: Environment,
+        fabric: CompiledFabric,
+        transport: Transport,
+        seed: int = 0,
+        record_timeline: bool = False,
+    ) -> None:
         self.env = env
         self.topology = fabric
         self.transport = transport
@@ -92,7 +99,8 @@ class Fabric:
             }
         )
         self._groups = Columns({"remaining": (np.int64, ()), "latest": (np.float64, ())})
-        self._group_owner: list[tuple[int, Callable[[int], None]]] = []
+        self._owner_start = np.zeros(0, dtype=np.int64)
+        self._owner_done: list[Callable[[np.ndarray], None]] = []
         n_links = fabric.n_links
         self.link_bytes = np.zeros(n_links)
         self.link_peak_flows = np.zeros(n_links, dtype=np.int64)
@@ -107,6 +115,10 @@ class Fabric:
         self._anchor = np.zeros(0)
         self._finish = np.zeros(0)
         self._dead = 0
+        # Link load history (sparse: only links whose load changed), when asked for.
+        self.record_timeline = record_timeline
+        self.load_log: list[tuple[float, np.ndarray, np.ndarray]] = []
+        self._logged = np.zeros(n_links)
         self._pending: dict[float, list[np.ndarray]] = {}
         self._clock = env.now
         self._version = 0
@@ -114,15 +126,17 @@ class Fabric:
         self.events = 0
 
     # ----------------------------------------------------------------- groups
-    def new_groups(self, counts: np.ndarray, on_done: Callable[[int], None]) -> int:
+    def new_groups(self, counts: np.ndarray, on_done: Callable[[np.ndarray], None]) -> int:
         """Create ``len(counts)`` groups with initial counts; return the first group's id.
 
-        ``on_done(i)`` is called with the group's index ``i`` (relative to the first) when its count
-        reaches zero, at the latest delivery time of the messages that counted it down.
+        ``on_done(indices)`` is called with the indices (relative to the first group) of groups whose
+        count reached zero, at the latest delivery time of the messages that counted them down;
+        groups that complete at the same instant come in one call.
         """
         counts = np.asarray(counts, dtype=np.int64)
         rows = self._groups.append(remaining=counts, latest=np.full(counts.shape[0], -np.inf))
-        self._group_owner.append((rows.start, on_done))
+        self._owner_start = np.append(self._owner_start, rows.start)
+        self._owner_done.append(on_done)
         return rows.start
 
     def release(self, groups: np.ndarray) -> None:
@@ -140,18 +154,25 @@ class Fabric:
         np.maximum.at(latest, groups, times)
         ids, counts = np.unique(groups, return_counts=True)
         remaining[ids] -= counts
-        for group in ids[remaining[ids] == 0]:
-            self._fire_group(int(group), float(latest[group]))
+        empty = ids[remaining[ids] == 0]
+        if empty.size == 0:
+            return
+        when = latest[empty]
+        now = self.env.now
+        self._dispatch(empty[when <= now])
+        later = when > now
+        for moment in np.unique(when[later]):
+            batch = empty[later][when[later] == moment]
+            self.env.timeout(float(moment) - now).callbacks.append(lambda _event, b=batch: self._dispatch(b))
 
-    def _fire_group(self, group: int, when: float) -> None:
-        starts = [start for start, _ in self._group_owner]
-        owner = int(np.searchsorted(starts, group, side="right")) - 1
-        start, on_done = self._group_owner[owner]
-        delay = when - self.env.now
-        if delay <= 0:
-            on_done(group - start)
-        else:
-            self.env.timeout(delay).callbacks.append(lambda _event: on_done(group - start))
+    def _dispatch(self, groups: np.ndarray) -> None:
+        """Hand completed groups to their owners, one call per owner."""
+        if groups.size == 0:
+            return
+        owner = np.searchsorted(self._owner_start, groups, side="right") - 1
+        for index in np.unique(owner):
+            start = int(self._owner_start[index])
+            self._owner_done[index](groups[owner == index] - start)
 
     # --------------------------------------------------------------- messages
     def send(
@@ -273,7 +294,18 @@ class Fabric:
             self._finish,
             self.env.now,
         )
+        self._log_load()
         self._schedule_completion()
+
+    def _log_load(self) -> None:
+        """Append the links whose load changed since the last entry to :attr:`load_log`."""
+        if not self.record_timeline:
+            return
+        changed = np.flatnonzero(self._load != self._logged)
+        if changed.size:
+            values = self._load[changed].copy()
+            self.load_log.append((self.env.now, changed.astype(np.int32), values))
+            self._logged[changed] = values
 
     def _schedule_completion(self) -> None:
         if self._alive.size == self._dead:
@@ -306,6 +338,8 @@ class Fabric:
             self._solve(level)
         else:
             self._version += 1
+            self._load[:] = 0.0  # no flow left: clear rounding residue
+            self._log_load()
         self._deliver(owners[pending[owners] == 0])
 
     def _deliver(self, ids: np.ndarray) -> None:
