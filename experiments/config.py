@@ -103,7 +103,9 @@ class CollectiveWorkload(BaseModel):
     @field_validator("ranks")
     @classmethod
     def _ranks(cls, value: str) -> str:
-        if value in ("all", "one_per_host") or (value.startswith("rail:") and value[5:].isdigit()):
+        if value in ("all", "one_per_host") or (
+            value.startswith("rail:") and value[5:].isascii() and value[5:].isdigit()
+        ):
             return value
         raise ValueError(f'"{value}" is not a communicator (try all, one_per_host or rail:0)')
 

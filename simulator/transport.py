@@ -13,9 +13,10 @@ one leaf always become one flow on their single path.
   (source leaf, destination leaf) pair in a batch of messages that start together, with n equal
   flows over s spines, n = q·s + r and g = gcd(r, s): q whole flows per spine round-robin, and
   each of the r leftover flows cut into s/g equal pieces, r/g pieces per spine, so every uplink
-  carries exactly what spraying puts on it. Unequal sizes use McNaughton's wrap-around rule:
-  fill spines in turn up to total/s bytes each, cutting a flow only where a spine fills up
-  (at most s-1 cuts per leaf pair, the fewest that can balance the bytes exactly).
+  carries exactly what spraying puts on it (equal pieces, as the paper cuts them; that takes
+  r·(s/g − 1) cuts, more than the s − g a wrap-around would need). Unequal sizes use
+  McNaughton's wrap-around rule: fill spines in turn up to total/s bytes each, cutting a flow
+  only where a spine fills up (at most s-1 cuts per leaf pair).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def parse_transport(text: str) -> Transport:
         return Transport(name)
     if name.startswith("split:"):
         count = name.split(":", 1)[1]
-        if count.isdigit() and int(count) >= 1:
+        if count.isascii() and count.isdigit() and int(count) >= 1:
             return Transport("split", int(count))
         raise ValueError(f'"{name}" needs a whole number of subflows >= 1 (try split:4)')
     raise ValueError(f'"{name}" is not a transport (try ecmp, spray, split:4 or ethereal)')

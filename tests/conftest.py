@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from simulator.engine import SimResult, simulate
 from simulator.ops import Schedule
@@ -52,9 +51,3 @@ def one_step(spec: LeafSpine, src: np.ndarray, dst: np.ndarray, nbytes: float | 
         n_steps=1,
         name="one_step",
     )
-
-
-@pytest.fixture
-def spec_factory():
-    """The :func:`make_spec` helper as a fixture."""
-    return make_spec

@@ -40,7 +40,7 @@ def communicator(spec: LeafSpine, ranks: str = "all") -> np.ndarray:
         return gpus
     if ranks == "one_per_host":
         return gpus[:: spec.gpus_per_host]
-    if ranks.startswith("rail:") and ranks[5:].isdigit():
+    if ranks.startswith("rail:") and ranks[5:].isascii() and ranks[5:].isdigit():
         rail = int(ranks[5:])
         if rail >= spec.gpus_per_host:
             raise ValueError(f'"{ranks}": rail must be below gpus_per_host={spec.gpus_per_host}')
