@@ -20,6 +20,7 @@ from pathlib import Path
 
 from experiments.config import ConfigError, load_experiment
 from experiments.execute import ExecutorError, run_experiment
+from experiments.report import ReportError, write_report
 from experiments.runner import PointResult
 
 
@@ -89,26 +90,16 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    report = _write_report(args.out)
+    report = write_report(args.out)
     print(
         f"{len(plan.points)} points: {outcome.ran} run, {outcome.skipped} already done, "
         f"{outcome.failed} failed; "
-        f"wrote {args.out / 'results.parquet'}{' and ' + str(report) if report else ''}"
+        f"wrote {args.out / 'results.parquet'} and {report}"
     )
     return 1 if outcome.failed else 0
 
 
-def _write_report(out: Path) -> Path | None:
-    try:
-        from experiments.report import write_report
-    except ImportError:  # the report module is optional until it lands
-        return None
-    return write_report(out)
-
-
 def _report(args: argparse.Namespace) -> int:
-    from experiments.report import write_report
-
     print(f"wrote {write_report(args.out)}")
     return 0
 
@@ -124,12 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return {"run": _run, "validate": _validate, "report": _report}[args.command](args)
-    except (ConfigError, UsageError, ExecutorError) as err:
-        print(f"moesim: error: {err}", file=sys.stderr)
-        return 2
-    except ValueError as err:
-        if type(err).__name__ != "ReportError":
-            raise
+    except (ConfigError, UsageError, ExecutorError, ReportError) as err:
         print(f"moesim: error: {err}", file=sys.stderr)
         return 2
 
