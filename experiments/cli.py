@@ -6,6 +6,7 @@
                                [--scheduler ADDRESS] [--resume]
     moesim validate EXPERIMENT.yaml
     moesim report DIR
+    moesim trace synth --out T.npz [options]
 
 Bad input ends with one line on stderr naming the field and the fix, and exit status 2. A run
 whose points all succeed exits 0; one where some point failed exits 1 (the others are saved).
@@ -18,10 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.config import ConfigError, load_experiment
+from experiments.config import ConfigError, Plan, load_experiment
 from experiments.execute import ExecutorError, run_experiment
 from experiments.report import ReportError, write_report
-from experiments.runner import PointResult
+from experiments.runner import PointResult, preflight
 
 
 class UsageError(ValueError):
@@ -55,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("experiment", type=Path, help="experiment YAML file")
     report = commands.add_parser("report", help="write DIR/report.html from a results directory")
     report.add_argument("out", type=Path, help="results directory")
+    trace = commands.add_parser("trace", help="routing traces: 'moesim trace synth --help'")
+    trace.add_argument("action", choices=("synth",), help="synth: generate a synthetic routing trace")
+    trace.add_argument("options", nargs=argparse.REMAINDER, help="options of the action")
     return parser
 
 
@@ -73,7 +77,7 @@ def _print_point(result: PointResult) -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.scheduler and args.executor != "dask":
         raise UsageError("moesim run: --scheduler needs --executor dask")
-    plan = load_experiment(args.experiment)
+    plan = _checked(args.experiment)
     try:
         outcome = run_experiment(
             plan,
@@ -104,8 +108,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace(args: argparse.Namespace) -> int:
+    from workloads import synthetic_trace
+
+    return synthetic_trace.main(args.options)
+
+
+def _checked(path: Path) -> Plan:
+    """Load an experiment and check every point (traces, placements) before anything runs."""
+    plan = load_experiment(path)
+    for index, (swept, point) in enumerate(plan.points):
+        try:
+            preflight(point)
+        except ConfigError as err:
+            where = f" (sweep point {index}: {swept})" if swept else ""
+            raise ConfigError(f"{err}{where}") from None
+    return plan
+
+
 def _validate(args: argparse.Namespace) -> int:
-    plan = load_experiment(args.experiment)
+    plan = _checked(args.experiment)
     print(f"{args.experiment}: valid, {len(plan.points)} point{'s' if len(plan.points) != 1 else ''}")
     return 0
 
@@ -114,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moesim`` console script; returns the exit status."""
     try:
         args = _parser().parse_args(argv)
-        return {"run": _run, "validate": _validate, "report": _report}[args.command](args)
+        commands = {"run": _run, "validate": _validate, "report": _report, "trace": _trace}
+        return commands[args.command](args)
     except (ConfigError, UsageError, ExecutorError, ReportError) as err:
         print(f"moesim: error: {err}", file=sys.stderr)
         return 2

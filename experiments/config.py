@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +26,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -41,6 +43,9 @@ from topologies.leaf_spine import (
     validate,
 )
 from workloads.collectives import OPS
+
+PLACEMENT_METHODS = ("round_robin",)
+"""Placement methods by name; anything else in ``placement:`` must be a placement file."""
 
 
 class ConfigError(ValueError):
@@ -125,6 +130,78 @@ class CollectiveWorkload(BaseModel):
         return self
 
 
+class SynthConfig(BaseModel):
+    """``workload.synth:`` — a synthetic routing trace (see :mod:`workloads.synthetic_trace`).
+
+    ``imbalance`` is the target (max - mean)/mean of per-expert load; ``affinity`` in [0, 1] the
+    target uncertainty coefficient between consecutive layers (0 = independent, 1 = the next
+    expert is determined by this one); ``drift`` how much popularity moves between batches.
+    ``seed`` defaults to the experiment's seed. Tokens are spread over every GPU of the fabric.
+    """
+
+    model_config = Strict
+    experts: int = Field(ge=1)
+    top_k: int = Field(ge=1)
+    layers: int = Field(ge=1)
+    tokens_per_gpu: int = Field(ge=1)
+    imbalance: float | None = Field(default=None, ge=0)
+    zipf: float | None = Field(default=None, ge=0)
+    affinity: float = Field(default=0.0, ge=0, le=1)
+    drift: float = Field(default=0.0, ge=0, le=1)
+    batches: int = Field(default=1, ge=1)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _one_skew(self) -> SynthConfig:
+        if self.imbalance is not None and self.zipf is not None:
+            raise ValueError("imbalance: give imbalance or zipf, not both")
+        if self.top_k > self.experts:
+            raise ValueError(f"top_k: {self.top_k} is more than experts={self.experts}")
+        return self
+
+
+class MoeWorkload(BaseModel):
+    """``workload: {kind: moe, ...}`` — MoE layers from a routing trace (a file, or ``synth:``).
+
+    Token bytes are ``hidden * bytes_per_element`` (dispatch) and ``hidden *
+    combine_bytes_per_element`` (combine, default the same). Expert compute is a roofline GEMM
+    model of ``gpu`` at ``efficiency`` with expert width ``ffn_hidden`` (default: ``hidden``).
+    """
+
+    model_config = Strict
+    kind: Literal["moe"]
+    trace: Path | None = None
+    synth: SynthConfig | None = None
+    hidden: int | None = Field(default=None, ge=1)
+    ffn_hidden: int | None = Field(default=None, ge=1)
+    bytes_per_element: float = Field(default=2, gt=0)
+    combine_bytes_per_element: float | None = Field(default=None, gt=0)
+    dispatch: Literal["direct", "hierarchical"] = "direct"
+    layers: int | None = Field(default=None, ge=1)
+    gpu: Literal["h100", "h800", "h200", "a100", "b200"] = "h100"
+    dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
+    efficiency: float = Field(default=0.7, gt=0, le=1)
+
+    @field_validator("trace")
+    @classmethod
+    def _trace_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        path = value if value.is_absolute() or base is None else Path(base) / value
+        if not path.is_file():
+            raise ValueError(f"{value} does not exist (paths are relative to the experiment file)")
+        return path
+
+    @model_validator(mode="after")
+    def _one_source(self) -> MoeWorkload:
+        if (self.trace is None) == (self.synth is None):
+            raise ValueError("trace: give either trace: PATH or synth: {...}")
+        if self.synth is not None and self.hidden is None:
+            raise ValueError("hidden: a synthetic trace needs the hidden size (e.g. hidden: 4096)")
+        return self
+
+
 class RecordConfig(BaseModel):
     """``record:`` — how much detail each point keeps beyond its results row."""
 
@@ -145,8 +222,9 @@ class Experiment(BaseModel):
     name: str
     seed: int = 0
     topology: TopologyConfig
-    workload: CollectiveWorkload
+    workload: Annotated[CollectiveWorkload | MoeWorkload, Field(discriminator="kind")]
     transport: str = "ecmp"
+    placement: str = "round_robin"
     record: RecordConfig = RecordConfig()
     sweep: dict[str, Any] | None = None
 
@@ -155,8 +233,22 @@ class Experiment(BaseModel):
     def _transport(cls, value: str) -> str:
         return str(parse_transport(value))
 
+    @field_validator("placement")
+    @classmethod
+    def _placement(cls, value: str, info: ValidationInfo) -> str:
+        if value in PLACEMENT_METHODS:
+            return value
+        base = (info.context or {}).get("base_dir")
+        path = Path(value) if Path(value).is_absolute() or base is None else Path(base) / value
+        if path.is_file():
+            return str(path)
+        methods = ", ".join(PLACEMENT_METHODS)
+        raise ValueError(f'"{value}" is neither a placement method ({methods}) nor a placement file')
+
     @model_validator(mode="after")
     def _rail_exists(self) -> Experiment:
+        if self.workload.kind != "collective":
+            return self
         ranks = self.workload.ranks
         if ranks.startswith("rail:") and int(ranks[5:]) >= self.topology.gpus_per_host:
             raise ValueError(
@@ -169,8 +261,14 @@ class Experiment(BaseModel):
 # --------------------------------------------------------------------------- errors
 
 
+WORKLOADS: dict[str, type[BaseModel]] = {"collective": CollectiveWorkload, "moe": MoeWorkload}
+
+
 def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
     loc = [str(part) for part in err["loc"] if not str(part).startswith("function-")]
+    tag = loc[1] if len(loc) > 1 and loc[0] == "workload" and loc[1] in WORKLOADS else None
+    if tag is not None:  # the discriminated union puts its tag in the path: take it out
+        loc = loc[:1] + loc[2:]
     message = str(err["msg"]).removeprefix("Value error, ")
     # A model-level check names its own field first ("algorithm: ..."): fold it into the path.
     head = message.split(": ", 1)[0]
@@ -178,8 +276,12 @@ def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:
         field, message = message.split(": ", 1)
         loc.append(field)
     path = ".".join(loc) or "(file)"
+    if err["type"] == "union_tag_invalid":
+        return f"{path}: kind {err['input'].get('kind')!r} is not a workload (try {' or '.join(WORKLOADS)})"
+    if err["type"] == "union_tag_not_found":
+        return f"{path}: needs kind: {' or '.join(WORKLOADS)}"
     if err["type"] == "extra_forbidden":
-        model = _model_at(root, loc[:-1])
+        model = _model_at(WORKLOADS[tag], loc[1:-1]) if tag is not None else _model_at(root, loc[:-1])
         known = ", ".join(model.model_fields) if model else ""
         return f"{path}: unknown key (expected one of: {known})"
     if err["type"] in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
@@ -216,16 +318,20 @@ def _model_at(root: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return None
-        model = field.annotation
+        options = [field.annotation, *typing.get_args(field.annotation)]  # unwrap X | None
+        model = next((o for o in options if isinstance(o, type) and issubclass(o, BaseModel)), None)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def parse_experiment(raw: Any) -> Experiment:
-    """Validate an experiment given as plain data; raise :class:`ConfigError` on the first problem."""
+def parse_experiment(raw: Any, base_dir: Path | None = None) -> Experiment:
+    """Validate an experiment given as plain data; raise :class:`ConfigError` on the first problem.
+
+    Relative file paths in it (``workload.trace``, ``placement``) are relative to ``base_dir``.
+    """
     if not isinstance(raw, dict):
         raise ConfigError("(file): an experiment is a mapping of keys (name, topology, workload, ...)")
     try:
-        experiment = Experiment.model_validate(raw)
+        experiment = Experiment.model_validate(raw, context={"base_dir": base_dir})
     except ValidationError as err:
         raise ConfigError(_describe(err.errors()[0], Experiment)) from None
     try:
@@ -258,8 +364,8 @@ def load_experiment(path: str | Path) -> Plan:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path.name}: YAML syntax error at {where}{problem}") from None
-    experiment = parse_experiment(raw)
-    return Plan(experiment, raw, points(experiment, raw))
+    experiment = parse_experiment(raw, path.parent)
+    return Plan(experiment, raw, points(experiment, raw, path.parent))
 
 
 # --------------------------------------------------------------------------- sweep
@@ -309,7 +415,9 @@ def _axes(sweep: dict[str, Any]) -> list[dict[str, list[Any]]]:
     return axes
 
 
-def points(experiment: Experiment, raw: dict[str, Any]) -> list[tuple[dict[str, Any], Experiment]]:
+def points(
+    experiment: Experiment, raw: dict[str, Any], base_dir: Path | None = None
+) -> list[tuple[dict[str, Any], Experiment]]:
     """Expand the sweep: a list of ``(swept values by YAML path, validated point experiment)``.
 
     The grid is the cartesian product of the axes in file order, the last varying fastest; a
@@ -328,7 +436,7 @@ def points(experiment: Experiment, raw: dict[str, Any]) -> list[tuple[dict[str, 
         for dotted, value in swept.items():
             _set_path(point_raw, dotted, value)
         try:
-            point = parse_experiment(point_raw)
+            point = parse_experiment(point_raw, base_dir)
         except ConfigError as err:
             message = str(err)
             for dotted in swept:

@@ -6,6 +6,7 @@ point does not stop a sweep.
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -14,11 +15,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.config import Experiment
+from experiments.config import ConfigError, Experiment, SynthConfig
+from placement.layout import Placement, PlacementError, load_placement, round_robin
 from simulator.engine import SimResult, simulate
+from simulator.ops import Op
 from simulator.transport import parse_transport
 from topologies.compiled import compile_fabric
 from workloads.collectives import collective_programs, collective_schedule
+from workloads.kernel_model import GPUS, RooflineGEMM
+from workloads.moe import moe_programs
+from workloads.routing_trace import RoutingTrace, TraceError, load_trace
+from workloads.synthetic_trace import synth_trace
 
 METRICS = (
     "completion_time_s",
@@ -43,17 +50,123 @@ class PointResult:
         return self.row.get("error") is not None
 
 
+@functools.lru_cache(maxsize=8)
+def _load_trace(path: str, mtime_ns: int) -> RoutingTrace:
+    return load_trace(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _synth_trace(
+    config: SynthConfig, gpus: int, hidden: int, bytes_per_element: float, seed: int
+) -> RoutingTrace:
+    return synth_trace(
+        experts=config.experts,
+        top_k=config.top_k,
+        layers=config.layers,
+        tokens_per_gpu=config.tokens_per_gpu,
+        gpus=gpus,
+        imbalance=config.imbalance,
+        zipf=config.zipf,
+        affinity=config.affinity,
+        drift=config.drift,
+        batches=config.batches,
+        hidden=hidden,
+        bytes_per_element=int(bytes_per_element),
+        seed=seed,
+    )
+
+
+def point_trace(point: Experiment) -> RoutingTrace:
+    """The routing trace of a MoE point: read from its file, or generated (cached per process)."""
+    work = point.workload
+    if work.trace is not None:
+        return _load_trace(str(work.trace), work.trace.stat().st_mtime_ns)
+    synth = work.synth
+    seed = point.seed if synth.seed is None else synth.seed
+    return _synth_trace(synth, point.topology.spec().gpus, work.hidden, work.bytes_per_element, seed)
+
+
+def point_placement(point: Experiment, trace: RoutingTrace) -> Placement:
+    """The placement named by the point (a method or a file) for ``trace``."""
+    if point.placement == "round_robin":
+        return round_robin(trace.num_experts, trace.gpus, trace.layers)
+    return load_placement(point.placement, trace.num_experts, trace.layers, trace.gpus)
+
+
+def preflight(point: Experiment) -> None:
+    """Check what validation alone cannot, without simulating: that a MoE point's trace reads, fits
+    the fabric, and that its placement is feasible. Raises :class:`ConfigError` naming the field."""
+    work = point.workload
+    if work.kind != "moe":
+        return
+    spec = point.topology.spec()
+    if work.trace is not None:
+        try:
+            trace = point_trace(point)
+        except TraceError as err:
+            raise ConfigError(f"workload.trace: {err}") from None
+        experts, layers, gpus = trace.num_experts, trace.layers, trace.gpus
+    else:
+        experts, layers, gpus = work.synth.experts, work.synth.layers, spec.gpus
+    if gpus > spec.gpus:
+        raise ConfigError(
+            f"workload.trace: tokens on {gpus} GPUs but the fabric has {spec.gpus} (use a bigger fabric)"
+        )
+    if work.dispatch == "hierarchical" and gpus % spec.gpus_per_host:
+        raise ConfigError(
+            f"workload.dispatch: hierarchical needs whole hosts, but {gpus} GPUs is not a multiple of "
+            f"gpus_per_host={spec.gpus_per_host}"
+        )
+    try:
+        if point.placement == "round_robin":
+            placement = round_robin(experts, gpus, layers)
+        else:
+            placement = load_placement(point.placement, experts, layers, gpus)
+    except PlacementError as err:
+        raise ConfigError(f"placement: {err}") from None
+    if placement.layers < min(work.layers or layers, layers):
+        raise ConfigError(
+            f"placement: covers {placement.layers} layers, the workload runs {work.layers or layers}"
+        )
+
+
+def point_programs(point: Experiment) -> dict[int, list[Op]]:
+    """Per-rank programs of a point's workload."""
+    spec = point.topology.spec()
+    work = point.workload
+    if work.kind == "collective":
+        schedule = collective_schedule(
+            spec,
+            work.op,
+            float(work.size),
+            algorithm=work.algorithm,
+            ranks=work.ranks,
+            k=work.k,
+            seed=point.seed,
+        )
+        return collective_programs(schedule)
+    trace = point_trace(point)
+    hidden = work.hidden or trace.hidden
+    kernel = RooflineGEMM(GPUS[work.gpu], work.dtype, int(round(work.bytes_per_element)), work.efficiency)
+    return moe_programs(
+        trace,
+        point_placement(point, trace),
+        spec,
+        kernel,
+        hidden=hidden,
+        ffn_hidden=work.ffn_hidden or hidden,
+        bytes_per_element=work.bytes_per_element,
+        combine_bytes_per_element=work.combine_bytes_per_element,
+        hierarchical=work.dispatch == "hierarchical",
+        layers=work.layers,
+    )
+
+
 def simulate_point(point: Experiment) -> SimResult:
     """Simulate one point of an experiment."""
-    spec = point.topology.spec()
-    fabric = compile_fabric(spec)
-    work = point.workload
-    schedule = collective_schedule(
-        spec, work.op, float(work.size), algorithm=work.algorithm, ranks=work.ranks, k=work.k, seed=point.seed
-    )
     return simulate(
-        fabric,
-        collective_programs(schedule),
+        compile_fabric(point.topology.spec()),
+        point_programs(point),
         parse_transport(point.transport),
         seed=point.seed,
         record_timeline=point.record.timeline,
