@@ -7,6 +7,7 @@
     moesim validate EXPERIMENT.yaml
     moesim report DIR
     moesim trace synth --out T.npz [options]
+    moesim replay TRACE.json --topology EXPERIMENT.yaml [options]
 
 Bad input ends with one line on stderr naming the field and the fix, and exit status 2. A run
 whose points all succeed exits 0; one where some point failed exits 1 (the others are saved).
@@ -56,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("experiment", type=Path, help="experiment YAML file")
     report = commands.add_parser("report", help="write DIR/report.html from a results directory")
     report.add_argument("out", type=Path, help="results directory")
+    replay = commands.add_parser(
+        "replay", add_help=False, help="replay a PyTorch profiler trace on a fabric: 'moesim replay --help'"
+    )
+    replay.add_argument("options", nargs=argparse.REMAINDER, help="TRACE.json --topology EXPERIMENT.yaml ...")
     trace = commands.add_parser("trace", help="routing traces: 'moesim trace synth --help'")
     trace.add_argument("action", choices=("synth",), help="synth: generate a synthetic routing trace")
     trace.add_argument("options", nargs=argparse.REMAINDER, help="options of the action")
@@ -126,6 +131,12 @@ def _checked(path: Path) -> Plan:
     return plan
 
 
+def _replay(args: argparse.Namespace) -> int:
+    from workloads import replay
+
+    return replay.main(args.options)
+
+
 def _validate(args: argparse.Namespace) -> int:
     plan = _checked(args.experiment)
     print(f"{args.experiment}: valid, {len(plan.points)} point{'s' if len(plan.points) != 1 else ''}")
@@ -136,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moesim`` console script; returns the exit status."""
     try:
         args = _parser().parse_args(argv)
-        commands = {"run": _run, "validate": _validate, "report": _report, "trace": _trace}
+        commands = {"run": _run, "validate": _validate, "report": _report, "trace": _trace, "replay": _replay}
         return commands[args.command](args)
     except (ConfigError, UsageError, ExecutorError, ReportError) as err:
         print(f"moesim: error: {err}", file=sys.stderr)

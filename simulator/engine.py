@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,13 +22,14 @@ import simpy
 
 from simulator.collective import CollectiveRun
 from simulator.fabric import Fabric
-from simulator.ops import Collective, Compute, Op
+from simulator.ops import Collective, Compute, Op, Record, Wait
 from simulator.transport import Transport
 from topologies.compiled import MAX_HOPS, CompiledFabric
 
 
 class DeadlockError(RuntimeError):
-    """Programs that cannot finish: a collective some member never reaches."""
+    """Programs that cannot finish: a collective some member never reaches, or a wait for an event
+    that no program records."""
 
 
 @dataclass
@@ -37,7 +38,8 @@ class SimResult:
 
     Attributes:
         completion_time: when the last rank finished its program.
-        ops: one row per (rank, op): ``rank, index, label, start, end``.
+        ops: one row per (program, op): ``rank, stream, index, label, start, end`` (``stream`` is -1
+            for programs keyed by GPU id alone).
         fabric: the fluid fabric, holding message and flow columns and link counters.
         wall_time: host seconds the simulation took.
     """
@@ -184,25 +186,56 @@ class SimResult:
         }
 
 
+ProgramKey = int | tuple[int, Hashable]
+"""A program's key: a GPU id (one program per GPU) or a ``(gpu, stream)`` pair (one per GPU stream)."""
+
+
+def _gpu_of(key: object) -> int:
+    """The GPU a program key runs on; TypeError for anything but an int or a ``(gpu, stream)`` pair."""
+    gpu = key[0] if isinstance(key, tuple) and len(key) == 2 else key
+    if isinstance(gpu, bool) or not isinstance(gpu, int | np.integer):
+        raise TypeError(f"program key {key!r} is neither a GPU id nor a (gpu, stream) pair")
+    return int(gpu)
+
+
 def simulate(
     fabric: CompiledFabric,
-    programs: Mapping[int, Sequence[Op]],
+    programs: Mapping[ProgramKey, Sequence[Op]],
     transport: Transport,
     seed: int = 0,
     record_timeline: bool = False,
 ) -> SimResult:
-    """Run every rank's program to the end on ``fabric`` and return what happened.
+    """Run every program to the end on ``fabric`` and return what happened.
+
+    Each program is one SimPy process that runs its ops in order. Keyed by a GPU id, it is that
+    GPU's only program (a rank); keyed by ``(gpu, stream)``, it is one stream of that GPU, running
+    concurrently with the GPU's other streams (they share nothing but the collectives' GPU and the
+    events they record and wait for). Both kinds of key may be mixed.
+
+    In simulated time: :class:`Compute` takes its duration; :class:`Collective` starts when every
+    member GPU has joined it and ends when the joining GPU's own part is delivered (it is joined
+    with the key's GPU, so one GPU may join a given collective from one program only);
+    :class:`Record` marks its event as happened and takes no time; :class:`Wait` blocks until its
+    event has been recorded (not at all if it already has). Events are per simulation, created on
+    first use, and named by any hashable value.
 
     Args:
         fabric: compiled topology.
-        programs: GPU id -> list of ops, run in order. A :class:`Collective` op object must appear
-            in the program of every member of its schedule.
+        programs: GPU id or ``(gpu, stream)`` -> list of ops, run in order. A :class:`Collective`
+            op object must appear in one program of every member GPU of its schedule.
         transport: how messages become flows.
         seed: ECMP hash seed (nothing else is random here).
         record_timeline: keep the link load history for :meth:`SimResult.timeline`.
 
+    Returns:
+        A :class:`SimResult` whose ``ops`` table has one row per op run:
+        ``rank`` (the GPU), ``stream`` (-1 for GPU-id keys), ``index`` (position in its program),
+        ``label``, ``start``, ``end``; rows sorted by rank, then program (in ``programs`` order),
+        then index.
+
     Raises:
-        DeadlockError: some rank waits forever (a collective that not all members reach).
+        DeadlockError: some program waits forever (a collective that not all members reach, or a
+            :class:`Wait` for an event never recorded); the message names the stuck programs.
     """
     import time
 
@@ -210,33 +243,89 @@ def simulate(
     env = simpy.Environment()
     net = Fabric(env, fabric, transport, seed, record_timeline)
     runs: dict[int, CollectiveRun] = {}
-    records: list[tuple[int, int, str, float, float]] = []
+    joined: dict[int, set[int]] = {}
+    events: dict[Hashable, simpy.events.Event] = {}
+    records: list[tuple[int, Hashable, int, int, str, float, float]] = []
     finished: set[int] = set()
+    where: dict[int, int] = {}  # program ordinal -> index of the op it is in
 
-    def run_rank(gpu: int, program: Sequence[Op]) -> Generator[simpy.events.Event, None, None]:
+    def event(name: Hashable) -> simpy.events.Event:
+        found = events.get(name)
+        if found is None:
+            found = events[name] = env.event()
+        return found
+
+    def run_program(
+        ordinal: int, key: ProgramKey, gpu: int, stream: Hashable, program: Sequence[Op]
+    ) -> Generator[simpy.events.Event, None, None]:
+        who = f"rank {gpu}" if stream == -1 else f"program {key!r}"
         for index, op in enumerate(program):
             begin = env.now
+            where[ordinal] = index
             if isinstance(op, Compute):
                 yield env.timeout(op.duration)
             elif isinstance(op, Collective):
                 run = runs.get(id(op))
                 if run is None:
                     run = runs[id(op)] = CollectiveRun(env, net, op.schedule)
+                    joined[id(op)] = set()
+                if gpu in joined[id(op)]:
+                    raise ValueError(f"{who}: op {index}: GPU {gpu} joins {op.label} a second time")
+                joined[id(op)].add(gpu)
                 yield run.join(gpu)
+            elif isinstance(op, Record):
+                happened = event(op.event)
+                if not happened.triggered:
+                    happened.succeed()
+            elif isinstance(op, Wait):
+                happened = event(op.event)
+                if not happened.processed:
+                    yield happened
             else:
-                raise TypeError(f"rank {gpu}: op {index} is not an op: {op!r}")
-            records.append((gpu, index, op.label, begin, env.now))
-        finished.add(gpu)
+                raise TypeError(f"{who}: op {index} is not an op: {op!r}")
+            records.append((gpu, stream, ordinal, index, op.label, begin, env.now))
+        finished.add(ordinal)
 
-    for gpu in sorted(programs):
-        env.process(run_rank(gpu, programs[gpu]))
+    keys = list(programs)
+    gpus = [_gpu_of(key) for key in keys]
+    order = sorted(range(len(keys)), key=gpus.__getitem__)  # by GPU, then as given
+    for ordinal in order:
+        key = keys[ordinal]
+        stream = key[1] if isinstance(key, tuple) else -1
+        env.process(run_program(ordinal, key, gpus[ordinal], stream, programs[key]))
     env.run()
-    stuck = sorted(set(programs) - finished)
+    stuck = [ordinal for ordinal in order if ordinal not in finished]
     if stuck:
         raise DeadlockError(
-            f"ranks {stuck[:8]}{'...' if len(stuck) > 8 else ''} never finished their programs"
+            _deadlock_message(
+                [keys[o] for o in stuck], [programs[keys[o]][where.get(o, 0)] for o in stuck], runs
+            )
         )
-    ops = pd.DataFrame(records, columns=["rank", "index", "label", "start", "end"])
-    ops = ops.sort_values(["rank", "index"], kind="stable").reset_index(drop=True)
+    ops = pd.DataFrame(records, columns=["rank", "stream", "program", "index", "label", "start", "end"])
+    ops = ops.sort_values(["rank", "program", "index"], kind="stable").reset_index(drop=True)
+    ops = ops.drop(columns="program")
     completion = float(ops["end"].max()) if len(ops) else 0.0
     return SimResult(completion, ops, net, time.perf_counter() - wall)
+
+
+def _deadlock_message(
+    keys: list[ProgramKey],
+    blocked: list[Op],
+    runs: dict[int, CollectiveRun],
+) -> str:
+    """One line: the stuck programs, and what the first few of them wait for."""
+    shown = ", ".join(repr(k) for k in keys[:8]) + (", ..." if len(keys) > 8 else "")
+    if all(not isinstance(k, tuple) for k in keys):
+        head = f"ranks [{shown}] never finished their programs"
+    else:
+        head = f"programs [{shown}] never finished"
+    reasons = []
+    for key, op in list(zip(keys, blocked, strict=True))[:3]:
+        if isinstance(op, Wait):
+            reasons.append(f"{key!r} waits for event {op.event!r}, never recorded")
+        elif isinstance(op, Collective):
+            run = runs.get(id(op))
+            reached = run.joined if run is not None else 0
+            size = len(op.schedule.ranks)
+            reasons.append(f"{key!r} is in collective {op.label!r}, reached by {reached} of {size} members")
+    return head + (f" ({'; '.join(reasons)})" if reasons else "")

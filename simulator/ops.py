@@ -1,11 +1,14 @@
 """The ops a GPU rank's program is made of. A program is a list of ops run in order.
 
 A :class:`Collective` op is shared: the same object appears in the program of every member rank,
-and the members meet in it. Ops are data; :mod:`simulator.engine` gives them behaviour.
+and the members meet in it. :class:`Record` and :class:`Wait` order programs against each other
+(typically the streams of one GPU, as ``cudaEventRecord``/``cudaStreamWaitEvent`` do) through
+named events. Ops are data; :mod:`simulator.engine` gives them behaviour.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -61,4 +64,28 @@ class Collective:
             object.__setattr__(self, "label", self.schedule.name)
 
 
-Op = Compute | Collective
+@dataclass(frozen=True, eq=False)
+class Record:
+    """Mark the event named ``event`` as happened, now (when the program reaches this op).
+
+    Takes no time. Event names are per simulation and may be any hashable value, e.g.
+    ``(gpu, "dep", 12)``; recording an event that has already happened changes nothing.
+    """
+
+    event: Hashable
+    label: str = "record"
+
+
+@dataclass(frozen=True, eq=False)
+class Wait:
+    """Block until the event named ``event`` has been recorded by some program (at once if it has).
+
+    A wait on an event that no program ever records never ends: the simulation reports it as a
+    deadlock.
+    """
+
+    event: Hashable
+    label: str = "wait"
+
+
+Op = Compute | Collective | Record | Wait
