@@ -202,6 +202,30 @@ class MoeWorkload(BaseModel):
         return self
 
 
+class ReplayWorkload(BaseModel):
+    """``workload: {kind: replay, trace: PATH, ...}`` — a PyTorch profiler (Kineto) trace replayed on
+    the fabric (see :mod:`workloads.replay`): compute kernels keep their measured times, DeepEP and
+    NCCL kernels become collectives over ``ranks`` GPUs (default: the trace's world size). The MoE
+    traffic of DeepEP kernels follows ``hidden``, ``tokens`` (per rank), ``top_k`` and ``experts``
+    (defaults: DeepSeek-V3 as profiled); ``dispatch: hierarchical`` sends one copy per host.
+    """
+
+    model_config = Strict
+    kind: Literal["replay"]
+    trace: Path
+    ranks: int | None = Field(default=None, ge=1)
+    hidden: int = Field(default=7168, ge=1)
+    tokens: int = Field(default=4096, ge=0)
+    top_k: int = Field(default=8, ge=1)
+    experts: int = Field(default=256, ge=1)
+    dispatch: Literal["direct", "hierarchical"] = "hierarchical"
+    notify_size: Size = 1024
+    nccl_size: Size | None = None
+    respect_launch: bool = False
+
+    _trace_exists = field_validator("trace")(MoeWorkload._trace_exists.__func__)
+
+
 class RecordConfig(BaseModel):
     """``record:`` — how much detail each point keeps beyond its results row."""
 
@@ -222,7 +246,7 @@ class Experiment(BaseModel):
     name: str
     seed: int = 0
     topology: TopologyConfig
-    workload: Annotated[CollectiveWorkload | MoeWorkload, Field(discriminator="kind")]
+    workload: Annotated[CollectiveWorkload | MoeWorkload | ReplayWorkload, Field(discriminator="kind")]
     transport: str = "ecmp"
     placement: str = "round_robin"
     record: RecordConfig = RecordConfig()
@@ -261,7 +285,11 @@ class Experiment(BaseModel):
 # --------------------------------------------------------------------------- errors
 
 
-WORKLOADS: dict[str, type[BaseModel]] = {"collective": CollectiveWorkload, "moe": MoeWorkload}
+WORKLOADS: dict[str, type[BaseModel]] = {
+    "collective": CollectiveWorkload,
+    "moe": MoeWorkload,
+    "replay": ReplayWorkload,
+}
 
 
 def _describe(err: dict[str, Any], root: type[BaseModel]) -> str:

@@ -18,12 +18,13 @@ import pandas as pd
 from experiments.config import ConfigError, Experiment, SynthConfig
 from placement.layout import Placement, PlacementError, load_placement, round_robin
 from simulator.engine import SimResult, simulate
-from simulator.ops import Op
 from simulator.transport import parse_transport
 from topologies.compiled import compile_fabric
 from workloads.collectives import collective_programs, collective_schedule
 from workloads.kernel_model import GPUS, RooflineGEMM
+from workloads.kineto import KinetoError, KinetoTrace, load_kineto
 from workloads.moe import moe_programs
+from workloads.replay import CommModel, ReplayError, check_comm, replay_programs
 from workloads.routing_trace import RoutingTrace, TraceError, load_trace
 from workloads.synthetic_trace import synth_trace
 
@@ -93,10 +94,43 @@ def point_placement(point: Experiment, trace: RoutingTrace) -> Placement:
     return load_placement(point.placement, trace.num_experts, trace.layers, trace.gpus)
 
 
-def preflight(point: Experiment) -> None:
-    """Check what validation alone cannot, without simulating: that a MoE point's trace reads, fits
-    the fabric, and that its placement is feasible. Raises :class:`ConfigError` naming the field."""
+@functools.lru_cache(maxsize=4)
+def _load_kineto(path: str, mtime_ns: int) -> KinetoTrace:
+    return load_kineto(path)
+
+
+def _replay_setup(point: Experiment) -> tuple[KinetoTrace, int, CommModel]:
     work = point.workload
+    trace = _load_kineto(str(work.trace), work.trace.stat().st_mtime_ns)
+    comm = CommModel(
+        hidden=work.hidden,
+        tokens=work.tokens,
+        top_k=work.top_k,
+        experts=work.experts,
+        hierarchical=work.dispatch == "hierarchical",
+        notify_bytes=float(work.notify_size),
+        nccl_size=None if work.nccl_size is None else float(work.nccl_size),
+    )
+    return trace, work.ranks or trace.world_size or 1, comm
+
+
+def preflight(point: Experiment) -> None:
+    """Check what validation alone cannot, without simulating: that a trace reads and fits the
+    fabric, and that a placement is feasible. Raises :class:`ConfigError` naming the field."""
+    work = point.workload
+    if work.kind == "replay":
+        try:
+            _, ranks, comm = _replay_setup(point)
+        except KinetoError as err:
+            raise ConfigError(f"workload.trace: {err}") from None
+        spec = point.topology.spec()
+        if ranks > spec.gpus:
+            raise ConfigError(f"workload.ranks: {ranks} ranks but the fabric has {spec.gpus} GPUs")
+        try:
+            check_comm(comm, ranks, spec.gpus_per_host)
+        except ReplayError as err:
+            raise ConfigError(f"workload: {err}") from None
+        return
     if work.kind != "moe":
         return
     spec = point.topology.spec()
@@ -130,10 +164,13 @@ def preflight(point: Experiment) -> None:
         )
 
 
-def point_programs(point: Experiment) -> dict[int, list[Op]]:
-    """Per-rank programs of a point's workload."""
+def point_programs(point: Experiment) -> dict:
+    """Per-rank (or per GPU stream) programs of a point's workload."""
     spec = point.topology.spec()
     work = point.workload
+    if work.kind == "replay":
+        trace, ranks, comm = _replay_setup(point)
+        return replay_programs(trace, spec, ranks=ranks, comm=comm, respect_launch=work.respect_launch)
     if work.kind == "collective":
         schedule = collective_schedule(
             spec,

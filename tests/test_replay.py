@@ -323,3 +323,65 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
         assert err.count("\n") == 1
     assert main([str(small), "--topology", str(topology), "--ranks", "4", "--direct"]) == 0
     assert "4 of 64 GPUs" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- as an experiment workload
+
+
+def test_replay_workload_sweeps_like_any_other(tmp_path: Path) -> None:
+    import pandas as pd
+    import yaml
+
+    from experiments.cli import main
+
+    exp = tmp_path / "replay.yaml"
+    exp.write_text(
+        yaml.safe_dump(
+            {
+                "name": "replay",
+                "topology": {
+                    "leaves": 8,
+                    "spines": 8,
+                    "hosts_per_leaf": 1,
+                    "gpus_per_host": 8,
+                    "nic_bandwidth": "400Gbps",
+                    "uplink_bandwidth": "400Gbps",
+                    "nvlink_bandwidth": "160GB/s",
+                },
+                "workload": {"kind": "replay", "trace": str(REAL)},
+                "record": {"flows": False, "timeline": False},
+                "sweep": {"transport": ["ecmp", "spray"]},
+            }
+        )
+    )
+    assert main(["run", str(exp), "--out", str(tmp_path / "o"), "--workers", "1"]) == 0
+    results = pd.read_parquet(tmp_path / "o" / "results.parquet").set_index("transport")
+    trace = load_kineto(REAL)
+    compute_only = critical_path(trace, comm_time=lambda k: 0.0, respect_launch=False)
+    assert results.loc["spray", "completion_time_s"] >= compute_only * (1 - 1e-9)
+    assert results.loc["ecmp", "completion_time_s"] >= results.loc["spray", "completion_time_s"]
+    ops = pd.read_parquet(tmp_path / "o" / "ops.parquet")
+    assert set(ops["stream"]) >= {7, 23, 27}
+
+
+def test_replay_workload_with_too_many_ranks_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import yaml
+
+    from experiments.cli import main
+
+    exp = tmp_path / "replay.yaml"
+    small = {
+        "leaves": 2,
+        "spines": 2,
+        "hosts_per_leaf": 1,
+        "gpus_per_host": 8,
+        "nic_bandwidth": "400Gbps",
+        "uplink_bandwidth": "400Gbps",
+    }
+    exp.write_text(
+        yaml.safe_dump({"name": "r", "topology": small, "workload": {"kind": "replay", "trace": str(REAL)}})
+    )
+    assert main(["validate", str(exp)]) == 2
+    assert "workload.ranks: 64 ranks but the fabric has 16 GPUs" in capsys.readouterr().err
