@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from simulator.engine import SimResult, simulate
 from simulator.ops import Schedule
@@ -51,3 +55,18 @@ def one_step(spec: LeafSpine, src: np.ndarray, dst: np.ndarray, nbytes: float | 
         n_steps=1,
         name="one_step",
     )
+
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+"""The project's shared reference data (``../shared/data`` beside the checkout, as in CI)."""
+
+
+def shared_data(name: str) -> Path:
+    """Path of a file in ``../shared/data``; skip the test when it is missing, except under CI
+    (``CI=true``), where the data is always beside the checkout and a skip would hide the test."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing: CI runs with ../shared beside the checkout")
+        pytest.skip(f"{path} not available (needs ../shared/data beside the checkout)")
+    return path

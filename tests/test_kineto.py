@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import shared_data
 
 from workloads.kineto import (
     ROUNDING_US,
@@ -435,8 +436,7 @@ def test_classify(name: str, kind: str, comm: str | None) -> None:
 
 @pytest.fixture(scope="module")
 def real() -> tuple[KinetoTrace, dict]:
-    if not REAL.exists():
-        pytest.skip(f"{REAL} not available")
+    shared_data("deepseek_profile_train.json")
     return load_kineto(REAL), json.loads(REAL.read_text())
 
 

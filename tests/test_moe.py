@@ -16,7 +16,7 @@ from workloads.kernel_model import GPUS, RooflineGEMM
 from workloads.moe import MoEError, moe_programs, route_layer
 from workloads.routing_trace import RoutingTrace
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "placements"
+SHARED = Path(__file__).resolve().parent / "data"
 KERNEL = RooflineGEMM(GPUS["h100"])
 HIDDEN = 4096
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import shared_data
 
 from simulator.engine import simulate
 from simulator.ops import Collective, Compute, Record, Wait
@@ -196,8 +197,7 @@ def test_comm_bytes_match_the_hand_formula() -> None:
 
 @pytest.fixture(scope="module")
 def real() -> KinetoTrace:
-    if not REAL.exists():
-        pytest.skip(f"{REAL} not available")
+    shared_data("deepseek_profile_train.json")
     return load_kineto(REAL)
 
 
@@ -334,6 +334,7 @@ def test_replay_workload_sweeps_like_any_other(tmp_path: Path) -> None:
 
     from experiments.cli import main
 
+    shared_data("deepseek_profile_train.json")
     exp = tmp_path / "replay.yaml"
     exp.write_text(
         yaml.safe_dump(
