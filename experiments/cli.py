@@ -7,6 +7,7 @@
     moesim validate EXPERIMENT.yaml
     moesim report DIR
     moesim trace synth --out T.npz [options]
+    moesim trace collect --model PATH --text FILE --out T.npz [options]
     moesim replay TRACE.json --topology EXPERIMENT.yaml [options]
 
 Bad input ends with one line on stderr naming the field and the fix, and exit status 2. A run
@@ -62,7 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("options", nargs=argparse.REMAINDER, help="TRACE.json --topology EXPERIMENT.yaml ...")
     trace = commands.add_parser("trace", help="routing traces: 'moesim trace synth --help'")
-    trace.add_argument("action", choices=("synth",), help="synth: generate a synthetic routing trace")
+    trace.add_argument(
+        "action",
+        choices=("synth", "collect"),
+        help="synth: generate a trace; collect: record a model's router",
+    )
     trace.add_argument("options", nargs=argparse.REMAINDER, help="options of the action")
     return parser
 
@@ -114,6 +119,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
+    if args.action == "collect":
+        from workloads import collect
+
+        return collect.main(args.options)
     from workloads import synthetic_trace
 
     return synthetic_trace.main(args.options)
