@@ -44,8 +44,21 @@ from topologies.leaf_spine import (
 )
 from workloads.collectives import OPS
 
-PLACEMENT_METHODS = ("round_robin",)
-"""Placement methods by name; anything else in ``placement:`` must be a placement file."""
+PLACEMENT_METHODS = ("round_robin", "random", "greedy", "eplb")
+"""Placement methods by name (``eplb:N`` asks for N redundant expert slots; plain ``eplb`` for one
+per GPU); anything else in ``placement:`` must be a placement file."""
+
+
+def placement_method(value: str) -> tuple[str, int | None] | None:
+    """``(method, replicas)`` when ``value`` names a placement method, else None."""
+    name, _, count = value.partition(":")
+    if name not in PLACEMENT_METHODS:
+        return None
+    if not count:
+        return name, None
+    if name == "eplb" and count.isascii() and count.isdigit():
+        return name, int(count)
+    return None
 
 
 class ConfigError(ValueError):
@@ -260,14 +273,14 @@ class Experiment(BaseModel):
     @field_validator("placement")
     @classmethod
     def _placement(cls, value: str, info: ValidationInfo) -> str:
-        if value in PLACEMENT_METHODS:
+        if placement_method(value) is not None:
             return value
         base = (info.context or {}).get("base_dir")
         path = Path(value) if Path(value).is_absolute() or base is None else Path(base) / value
         if path.is_file():
             return str(path)
         methods = ", ".join(PLACEMENT_METHODS)
-        raise ValueError(f'"{value}" is neither a placement method ({methods}) nor a placement file')
+        raise ValueError(f'"{value}" is neither a placement method ({methods}, eplb:N) nor a placement file')
 
     @model_validator(mode="after")
     def _rail_exists(self) -> Experiment:

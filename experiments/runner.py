@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.config import ConfigError, Experiment, SynthConfig
+from experiments.config import ConfigError, Experiment, SynthConfig, placement_method
 from placement.layout import Placement, PlacementError, load_placement, round_robin
+from placement.methods import place
+from placement.stats import placement_stats
 from simulator.engine import SimResult, simulate
 from simulator.transport import parse_transport
 from topologies.compiled import compile_fabric
@@ -88,10 +90,19 @@ def point_trace(point: Experiment) -> RoutingTrace:
 
 
 def point_placement(point: Experiment, trace: RoutingTrace) -> Placement:
-    """The placement named by the point (a method or a file) for ``trace``."""
-    if point.placement == "round_robin":
+    """The placement named by the point (a method run on the trace's statistics, or a file)."""
+    method = placement_method(point.placement)
+    if method is None:
+        return load_placement(point.placement, trace.num_experts, trace.layers, trace.gpus)
+    name, replicas = method
+    if name == "round_robin":
         return round_robin(trace.num_experts, trace.gpus, trace.layers)
-    return load_placement(point.placement, trace.num_experts, trace.layers, trace.gpus)
+    if replicas is None:
+        replicas = trace.gpus if name == "eplb" else 0
+    gpus_per_host = point.topology.gpus_per_host
+    return place(
+        name, placement_stats(trace), gpus_per_host=gpus_per_host, seed=point.seed, replicas=replicas
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -151,11 +162,14 @@ def preflight(point: Experiment) -> None:
             f"workload.dispatch: hierarchical needs whole hosts, but {gpus} GPUs is not a multiple of "
             f"gpus_per_host={spec.gpus_per_host}"
         )
+    method = placement_method(point.placement)
     try:
-        if point.placement == "round_robin":
-            placement = round_robin(experts, gpus, layers)
-        else:
+        if method is None:
             placement = load_placement(point.placement, experts, layers, gpus)
+        elif method[0] == "eplb":
+            return  # replicas fill every GPU's slots equally: always feasible
+        else:
+            placement = round_robin(experts, gpus, layers)  # the same equal-split constraint
     except PlacementError as err:
         raise ConfigError(f"placement: {err}") from None
     if placement.layers < min(work.layers or layers, layers):

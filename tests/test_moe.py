@@ -311,3 +311,20 @@ def test_placement_that_does_not_fit_the_trace_exits_2(
     data = {**MOE_YAML, "placement": str(csv)}  # the trace spreads tokens over the fabric's 8 GPUs
     assert main(["validate", str(_yaml(tmp_path, data))]) == 2
     assert "placement is for 4 GPUs but the trace has 8" in capsys.readouterr().err
+
+
+def test_placement_methods_by_name_from_an_experiment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pandas as pd
+
+    from experiments.cli import main
+
+    data = {**MOE_YAML, "sweep": {"placement": ["round_robin", "random", "greedy", "eplb", "eplb:8"]}}
+    assert main(["run", str(_yaml(tmp_path, data)), "--out", str(tmp_path / "o"), "--workers", "1"]) == 0
+    results = pd.read_parquet(tmp_path / "o" / "results.parquet")
+    assert results["error"].isna().all() and (results["completion_time_s"] > 0).all()
+    assert list(results["placement"]) == ["round_robin", "random", "greedy", "eplb", "eplb:8"]
+    bad = {**MOE_YAML, "placement": "ilpp"}
+    assert main(["validate", str(_yaml(tmp_path, bad, "bad.yaml"))]) == 2
+    assert 'placement: "ilpp" is neither a placement method' in capsys.readouterr().err
