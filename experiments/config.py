@@ -178,7 +178,8 @@ class MoeWorkload(BaseModel):
 
     Token bytes are ``hidden * bytes_per_element`` (dispatch) and ``hidden *
     combine_bytes_per_element`` (combine, default the same). Expert compute is a roofline GEMM
-    model of ``gpu`` at ``efficiency`` with expert width ``ffn_hidden`` (default: ``hidden``).
+    model of ``gpu`` at ``efficiency`` with expert width ``ffn_hidden`` (default: ``hidden``), or
+    interpolated from a measured ``kernel_table``.
     """
 
     model_config = Strict
@@ -194,6 +195,13 @@ class MoeWorkload(BaseModel):
     gpu: Literal["h100", "h800", "h200", "a100", "b200"] = "h100"
     dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     efficiency: float = Field(default=0.7, gt=0, le=1)
+    kernel_table: Path | None = None
+    """A measured GEMM timing CSV (``op,m,n,k,dtype,time_us``) used instead of the roofline."""
+
+    @field_validator("kernel_table")
+    @classmethod
+    def _table_exists(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return cls._trace_exists(value, info)
 
     @field_validator("trace")
     @classmethod

@@ -23,7 +23,7 @@ from simulator.engine import SimResult, simulate
 from simulator.transport import parse_transport
 from topologies.compiled import compile_fabric
 from workloads.collectives import collective_programs, collective_schedule
-from workloads.kernel_model import GPUS, RooflineGEMM
+from workloads.kernel_model import GPUS, KernelTableError, MeasuredGEMM, RooflineGEMM
 from workloads.kineto import KinetoError, KinetoTrace, load_kineto
 from workloads.moe import moe_programs
 from workloads.replay import CommModel, ReplayError, check_comm, replay_programs
@@ -162,6 +162,13 @@ def preflight(point: Experiment) -> None:
             f"workload.dispatch: hierarchical needs whole hosts, but {gpus} GPUs is not a multiple of "
             f"gpus_per_host={spec.gpus_per_host}"
         )
+    if work.kernel_table is not None:
+        try:
+            table = MeasuredGEMM.from_csv(str(work.kernel_table), dtype=work.dtype)
+            hidden = work.hidden or (trace.hidden if work.trace is not None else 0)
+            table.expert_time(np.array([1.0]), hidden, work.ffn_hidden or hidden)
+        except KernelTableError as err:
+            raise ConfigError(f"workload.kernel_table: {err}") from None
     method = placement_method(point.placement)
     try:
         if method is None:
@@ -198,7 +205,10 @@ def point_programs(point: Experiment) -> dict:
         return collective_programs(schedule)
     trace = point_trace(point)
     hidden = work.hidden or trace.hidden
-    kernel = RooflineGEMM(GPUS[work.gpu], work.dtype, int(round(work.bytes_per_element)), work.efficiency)
+    if work.kernel_table is not None:
+        kernel = MeasuredGEMM.from_csv(str(work.kernel_table), dtype=work.dtype)
+    else:
+        kernel = RooflineGEMM(GPUS[work.gpu], work.dtype, int(round(work.bytes_per_element)), work.efficiency)
     return moe_programs(
         trace,
         point_placement(point, trace),

@@ -328,3 +328,63 @@ def test_placement_methods_by_name_from_an_experiment(
     bad = {**MOE_YAML, "placement": "ilpp"}
     assert main(["validate", str(_yaml(tmp_path, bad, "bad.yaml"))]) == 2
     assert 'placement: "ilpp" is neither a placement method' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- measured kernel tables
+
+
+def _table(tmp_path: Path, rows: list[str]) -> Path:
+    path = tmp_path / "gemm.csv"
+    path.write_text("op,m,n,k,dtype,time_us\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_measured_table_interpolates_and_extrapolates(tmp_path: Path) -> None:
+    from workloads.kernel_model import MeasuredGEMM
+
+    # gate/up: n=ffn=256, k=hidden=512; down: n=512, k=256. Times linear in m: a + b*m.
+    rows = [f"gemm,{m},256,512,bf16,{10 + 0.5 * m}" for m in (64, 128, 512)]
+    rows += [f"gemm,{m},512,256,bf16,{8 + 0.25 * m}" for m in (64, 128, 512)]
+    table = MeasuredGEMM.from_csv(str(_table(tmp_path, rows)), launch=0.0)
+    for t in (64, 100, 300, 1024):  # inside, between and beyond the measured sizes
+        expected = (2 * (10 + 0.5 * t) + (8 + 0.25 * t)) * 1e-6
+        assert table.expert_time(np.array([t]), 512, 256)[0] == pytest.approx(expected, rel=1e-12)
+    assert table.expert_time(np.array([0]), 512, 256)[0] == 0.0
+    assert table.gpu_time(np.array([64, 0, 128]), 512, 256) == pytest.approx(
+        (2 * 42 + 24 + 2 * 74 + 40) * 1e-6, rel=1e-12
+    )
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (["gemm,64,256,512,bf16,abc"], "line 2: expected op,m,n,k,dtype,time_us"),
+        (["gemm,0,256,512,bf16,3"], "line 2: m, n, k and time_us must be positive"),
+        (["gemm,64,999,512,bf16,3"], "no GEMM with n=256, k=512"),
+    ],
+)
+def test_bad_kernel_tables_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rows: list[str], message: str
+) -> None:
+    from experiments.cli import main
+
+    table = _table(tmp_path, rows)
+    data = {**MOE_YAML, "workload": {**MOE_YAML["workload"], "kernel_table": str(table)}}
+    assert main(["validate", str(_yaml(tmp_path, data))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "workload.kernel_table:" in err and message in err, err
+
+
+def test_experiment_with_a_kernel_table(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from experiments.cli import main
+
+    rows = [
+        f"gemm,{m},{n},{k},bf16,{t}" for m in (16, 256) for (n, k, t) in ((256, 512, 20.0), (512, 256, 15.0))
+    ]
+    data = {**MOE_YAML, "workload": {**MOE_YAML["workload"], "kernel_table": str(_table(tmp_path, rows))}}
+    assert main(["run", str(_yaml(tmp_path, data)), "--out", str(tmp_path / "o"), "--workers", "1"]) == 0
+    ops = pd.read_parquet(tmp_path / "o" / "ops.parquet")
+    experts = ops[ops["label"] == "moe0/experts"]
+    assert ((experts["end"] - experts["start"]) > 0).all()

@@ -74,3 +74,90 @@ class RooflineGEMM:
         """Seconds for one GPU to run all its experts (a grouped GEMM); 0 when it got no token."""
         times = self.expert_time(tokens_per_expert, hidden, ffn)
         return float(times.sum() + (self.launch if np.any(np.asarray(tokens_per_expert) > 0) else 0.0))
+
+
+class KernelTableError(ValueError):
+    """A malformed kernel-timing table; the message names the line."""
+
+
+@dataclass(frozen=True)
+class MeasuredGEMM:
+    """Expert compute time interpolated from measured GEMM timings.
+
+    The table is a CSV with the header ``op,m,n,k,dtype,time_us``: one measured GEMM ``[m, k] x
+    [k, n]`` per row (``op`` is free text such as ``gemm``; ``time_us`` in microseconds). An expert on
+    ``t`` tokens runs gate and up ``[t, hidden] x [hidden, ffn]`` and down ``[t, ffn] x [ffn,
+    hidden]``; each is looked up by ``(n, k, dtype)`` and interpolated linearly in ``m`` between
+    measured sizes (linearly extrapolated beyond the largest, held at the smallest measured time
+    below it). A grouped GEMM costs the sum over a GPU's experts plus ``launch``.
+    """
+
+    rows: dict[tuple[int, int, str], tuple[np.ndarray, np.ndarray]]
+    dtype: str = "bf16"
+    launch: float = 5e-6
+
+    @classmethod
+    def from_csv(cls, path: str, dtype: str = "bf16", launch: float = 5e-6) -> MeasuredGEMM:
+        """Read a kernel-timing CSV (see the class docstring)."""
+        import csv
+
+        groups: dict[tuple[int, int, str], list[tuple[int, float]]] = {}
+        try:
+            handle = open(path, newline="")  # noqa: SIM115
+        except OSError as err:
+            raise KernelTableError(f"{path}: cannot read the kernel table ({err.strerror})") from None
+        with handle:
+            reader = csv.reader(handle)
+            header = [h.strip() for h in next(reader, [])]
+            if header != ["op", "m", "n", "k", "dtype", "time_us"]:
+                raise KernelTableError(
+                    f"{path}: line 1 must be the header op,m,n,k,dtype,time_us, got {header}"
+                )
+            for number, row in enumerate(reader, start=2):
+                if not row or not "".join(row).strip():
+                    continue
+                try:
+                    _, m, n, k, kind, time_us = (c.strip() for c in row)
+                    m_, n_, k_, t_ = int(m), int(n), int(k), float(time_us)
+                except ValueError:
+                    raise KernelTableError(
+                        f"{path}: line {number}: expected op,m,n,k,dtype,time_us with whole m, n, k "
+                        f"and a time, got {','.join(row)!r}"
+                    ) from None
+                if m_ <= 0 or n_ <= 0 or k_ <= 0 or not t_ > 0:
+                    raise KernelTableError(f"{path}: line {number}: m, n, k and time_us must be positive")
+                groups.setdefault((n_, k_, kind), []).append((m_, t_ * 1e-6))
+        if not groups:
+            raise KernelTableError(f"{path}: no timing rows")
+        rows = {}
+        for key, points in groups.items():
+            points.sort()
+            rows[key] = (np.array([p[0] for p in points], dtype=np.float64), np.array([p[1] for p in points]))
+        return cls(rows, dtype, launch)
+
+    def _gemm(self, tokens: np.ndarray, n: int, k: int) -> np.ndarray:
+        key = (n, k, self.dtype)
+        if key not in self.rows:
+            have = ", ".join(f"n={a} k={b} {c}" for a, b, c in sorted(self.rows))
+            raise KernelTableError(
+                f"kernel table has no GEMM with n={n}, k={k}, dtype {self.dtype} (it has: {have})"
+            )
+        m, t = self.rows[key]
+        inside = np.interp(tokens, m, t)
+        if m.size > 1:
+            slope = (t[-1] - t[-2]) / (m[-1] - m[-2])
+            inside = np.where(tokens > m[-1], t[-1] + slope * (tokens - m[-1]), inside)
+        return inside
+
+    def expert_time(self, tokens: np.ndarray, hidden: int, ffn: int) -> np.ndarray:
+        """Seconds for one expert on ``tokens`` tokens (0 tokens = 0 s)."""
+        t = np.asarray(tokens, dtype=np.float64)
+        time = 2.0 * self._gemm(t, ffn, hidden) + self._gemm(t, hidden, ffn)
+        return np.where(t > 0, time, 0.0)
+
+    def gpu_time(self, tokens_per_expert: np.ndarray, hidden: int, ffn: int) -> float:
+        """Seconds for one GPU to run all its experts; 0 when it got no token."""
+        tokens = np.asarray(tokens_per_expert)
+        return float(
+            self.expert_time(tokens, hidden, ffn).sum() + (self.launch if np.any(tokens > 0) else 0.0)
+        )
