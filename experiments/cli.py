@@ -21,36 +21,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from experiments.arguments import Parser, UsageError, positive
 from experiments.config import ConfigError, Plan, load_experiment
 from experiments.execute import ExecutorError, run_experiment
+from experiments.replay_command import main as replay_main
 from experiments.report import ReportError, write_report
 from experiments.runner import PointResult, preflight
-
-
-class UsageError(ValueError):
-    """A bad command line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as for every bad input
-        raise UsageError(f"{self.prog}: {message}")
-
-
-def _positive(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return int(text)
+from experiments.trace_commands import collect_main, synth_main
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="moesim", description="Fluid simulation of MoE and collective traffic on GPU fabrics."
     )
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     run = commands.add_parser("run", help="run an experiment's points and write DIR/results.parquet")
     run.add_argument("experiment", type=Path, help="experiment YAML file")
     run.add_argument("--out", type=Path, required=True, help="results directory")
-    run.add_argument("--workers", type=_positive, default=None, help="parallel points (default: core count)")
+    run.add_argument("--workers", type=positive, default=None, help="parallel points (default: core count)")
     run.add_argument("--executor", choices=("local", "dask"), default="local", help="where points run")
     run.add_argument("--scheduler", default=None, help="Dask scheduler address (default: a LocalCluster)")
     run.add_argument("--resume", action="store_true", help="skip points already saved in DIR")
@@ -120,12 +108,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def _trace(args: argparse.Namespace) -> int:
     if args.action == "collect":
-        from workloads import collect
-
-        return collect.main(args.options)
-    from workloads import synthetic_trace
-
-    return synthetic_trace.main(args.options)
+        return collect_main(args.options)
+    return synth_main(args.options)
 
 
 def _checked(path: Path) -> Plan:
@@ -141,9 +125,7 @@ def _checked(path: Path) -> Plan:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from workloads import replay
-
-    return replay.main(args.options)
+    return replay_main(args.options)
 
 
 def _validate(args: argparse.Namespace) -> int:

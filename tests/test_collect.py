@@ -19,8 +19,9 @@ else:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
 
+from experiments.trace_commands import collect_main as main  # noqa: E402
 from workloads import collect  # noqa: E402
-from workloads.collect import CollectError, UnsupportedModelError, collect_trace, main  # noqa: E402
+from workloads.collect import CollectError, UnsupportedModelError, collect_trace  # noqa: E402
 from workloads.routing_trace import load_trace  # noqa: E402
 
 SMALL = dict(

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from conftest import shared_data
 
+from experiments.replay_command import main
 from simulator.engine import simulate
 from simulator.ops import Collective, Compute, Record, Wait
 from simulator.transport import parse_transport
@@ -27,7 +28,6 @@ from workloads.replay import (
     comm_schedule,
     compute_only_programs,
     hit_probability,
-    main,
     replay_programs,
     simulate_replay,
     token_bytes,

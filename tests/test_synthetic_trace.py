@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from experiments.trace_commands import synth_main as main
 from workloads import synthetic_trace
 from workloads.routing_trace import (
     affinity,
@@ -21,7 +22,7 @@ from workloads.routing_trace import (
     load_trace,
     split_by_batch,
 )
-from workloads.synthetic_trace import _sample_ranks, main, synth_trace, zipf_popularity
+from workloads.synthetic_trace import _sample_ranks, synth_trace, zipf_popularity
 
 SMALL = dict(experts=16, top_k=2, layers=3, tokens_per_gpu=1024, gpus=4)  # 4096 tokens, 512 per expert
 

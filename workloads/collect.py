@@ -40,21 +40,16 @@ without them.
 
 from __future__ import annotations
 
-import argparse
-import sys
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from workloads.routing_trace import RoutingTrace, format_summary, save_trace, summary
+from workloads.routing_trace import RoutingTrace
 
 MISSING_DEPS = "trace collect needs torch and transformers (pip install 'moesim[collect]')"
 DEFAULT_BATCH_TOKENS = 512
-_DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}
+DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
 class CollectError(ValueError):
@@ -121,7 +116,7 @@ def router_rule(config: Any) -> RouterRule:
     return rule
 
 
-def _import_backend() -> tuple[Any, Any]:
+def import_backend() -> tuple[Any, Any]:
     try:
         import torch
         import transformers
@@ -136,7 +131,7 @@ def route_from_logits(logits: Any, top_k: int, renormalize: bool) -> tuple[Any, 
     ``softmax`` over the last axis in float32, ``torch.topk`` (sorted: slot 0 is the largest),
     then, if ``renormalize``, the k weights divided by their sum. ``weights`` is float32.
     """
-    torch, _ = _import_backend()
+    torch, _ = import_backend()
     probs = torch.softmax(logits, dim=-1, dtype=torch.float32)
     weights, ids = torch.topk(probs, top_k, dim=-1)
     if renormalize:
@@ -281,7 +276,7 @@ def collect_trace(
             or a router that chose differently from the rule (one-line messages).
         MissingDependencyError: torch or transformers missing.
     """
-    torch, transformers = _import_backend()
+    torch, transformers = import_backend()
     config = model.config
     rule = router_rule(config)
     gpus = _whole("gpus", gpus)
@@ -375,152 +370,3 @@ def _check_calls(recorder: _Recorder, chunk: int, tokens: int) -> None:
                 f"the router of MoE layer {layer} ran {len(calls) - chunk} time(s) on forward chunk {chunk} "
                 f"(expected once on its {tokens} tokens)"
             )
-
-
-# ----------------------------------------------------------------------------------------------
-# command line: moesim trace collect
-
-
-class _UsageError(ValueError):
-    """A bad command line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as the rest of the moesim CLI
-        raise _UsageError(f"{self.prog}: {message}")
-
-
-def _positive(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return int(text)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="moesim trace collect",
-        description="Record the router top-k choices of a local Hugging Face MoE model as a routing trace.",
-    )
-    parser.add_argument(
-        "--model", required=True, help="local model directory, or a model name already in the local HF cache"
-    )
-    parser.add_argument("--text", type=Path, required=True, help="UTF-8 text file to run the model over")
-    parser.add_argument("--out", type=Path, required=True, help="the trace file to write (.npz)")
-    parser.add_argument("--gpus", type=_positive, default=8, help="expert-parallel ranks (8)")
-    parser.add_argument("--max-tokens", type=_positive, help="at most this many tokens (all)")
-    parser.add_argument(
-        "--batch-tokens",
-        type=_positive,
-        help="tokens per forward chunk (512, or the model's context if less)",
-    )
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="cpu or cuda (cuda when available)")
-    parser.add_argument("--dtype", choices=tuple(_DTYPES), default="bfloat16", help="model dtype (bfloat16)")
-    parser.add_argument(
-        "--token-ids",
-        action="store_true",
-        help="--text holds whitespace-separated integer token ids (no tokenizer is loaded, no BOS added)",
-    )
-    return parser
-
-
-def _read_text(path: Path, token_ids: bool) -> str | np.ndarray:
-    if not path.is_file():
-        raise _UsageError(f"--text {path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise _UsageError(f"--text {path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    if not token_ids:
-        return text
-    words = text.split()
-    bad = next((w for w in words if not (w.isascii() and w.isdigit())), None)
-    if bad is not None:
-        raise _UsageError(f"--text {path}: {bad!r} is not a token id (with --token-ids give whole numbers)")
-    return np.array([int(w) for w in words], dtype=np.int64)
-
-
-def _load_error(name: str, err: BaseException, local: bool) -> CollectError:
-    if not local:
-        return CollectError(
-            f"--model {name}: no such directory, and no model of that name in the local Hugging Face cache "
-            "(models are loaded from local files only)"
-        )
-    first = " ".join(str(err).split())[:200] or type(err).__name__
-    return CollectError(
-        f"--model {name}: cannot load the model from this directory ({first}); it needs config.json, the "
-        "weights and (without --token-ids) the tokenizer files"
-    )
-
-
-def _load(args: argparse.Namespace, torch: Any, transformers: Any) -> tuple[Any, Any]:
-    """(model, tokenizer or None) from local files only: a directory or the local HF cache."""
-    name = args.model
-    path = Path(name).expanduser()
-    local = path.exists()
-    if local and not path.is_dir():
-        raise CollectError(f"--model {name}: is a file; give the model's directory")
-    if not local and (name.startswith((".", "/", "~")) or name.count("/") > 1):
-        raise CollectError(f"--model {name}: no such directory")
-    where = str(path) if local else name
-    try:
-        config = transformers.AutoConfig.from_pretrained(where, local_files_only=True)
-    except (OSError, ValueError, KeyError) as err:
-        raise _load_error(name, err, local) from None
-    router_rule(config)  # fail fast, before loading weights
-    tokenizer = None
-    try:
-        if not args.token_ids:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(where, local_files_only=True)
-        major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
-        dtype_key = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            where, local_files_only=True, **{dtype_key: getattr(torch, args.dtype)}
-        )
-    except (OSError, ValueError, KeyError) as err:
-        raise _load_error(name, err, True) from None
-    return model.to(args.device), tokenizer
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``moesim trace collect``: record a model's routing, write the trace, print its statistics."""
-    try:
-        args = _parser().parse_args(argv)
-        try:
-            torch, transformers = _import_backend()
-        except MissingDependencyError as err:
-            raise _UsageError(str(err)) from None
-        data = _read_text(args.text, args.token_ids)
-        if not args.out.parent.is_dir():
-            raise _UsageError(f"--out: directory {args.out.parent} does not exist")
-        if args.device is None:
-            args.device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif args.device == "cuda" and not torch.cuda.is_available():
-            raise _UsageError("--device cuda: no CUDA device available to torch (use --device cpu)")
-        model, tokenizer = _load(args, torch, transformers)
-        start = time.perf_counter()
-        trace = collect_trace(
-            model,
-            data if tokenizer is None else tokenizer,
-            None if tokenizer is None else data,
-            gpus=args.gpus,
-            batch_tokens=args.batch_tokens,
-            max_tokens=args.max_tokens,
-            model_name=getattr(model.config, "name_or_path", "") or args.model,
-            bytes_per_element=_DTYPES[args.dtype],
-            source=f"moesim trace collect --model {args.model} --text {args.text}",
-            notes=f"text {args.text}{' (token ids)' * args.token_ids}; {args.dtype} on {args.device}",
-        )
-        elapsed = time.perf_counter() - start
-        save_trace(trace, args.out)
-    except (ValueError, OSError, RuntimeError) as err:
-        print(f"moesim: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {args.out} ({trace.tokens} tokens, {trace.layers} MoE layers, collected in {elapsed:.2f} s)"
-    )
-    print(format_summary(summary(trace)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

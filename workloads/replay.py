@@ -64,12 +64,10 @@ Assumptions
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import sys
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -80,9 +78,9 @@ from simulator.engine import SimResult, simulate
 from simulator.ops import Collective, Compute, Op, Record, Schedule, Wait
 from simulator.transport import Transport, parse_transport
 from topologies.compiled import compile_fabric
-from topologies.leaf_spine import LeafSpine, TopologyError, validate
+from topologies.leaf_spine import LeafSpine
 from workloads import collectives
-from workloads.kineto import COMM_LABELS, Kernel, KinetoError, KinetoTrace, critical_path, load_kineto
+from workloads.kineto import COMM_LABELS, Kernel, KinetoTrace, critical_path
 from workloads.moe import LayerTraffic, dispatch_schedule, reverse
 
 ProgramKey = tuple[int, int | str]
@@ -559,151 +557,3 @@ def format_outcome(outcome: ReplayOutcome) -> str:
             times = f"{t.measured * 1e3:11.3f}  {t.simulated * 1e3:12.3f}"
             lines.append(f"{t.label:<20}  {t.count:>5}  {times}  {ratio:5.2f}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------
-# command line
-
-
-class _UsageError(ValueError):
-    """A bad command line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as for every bad input
-        raise _UsageError(f"{self.prog}: {message}")
-
-
-def _whole(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        if not (text.isascii() and text.isdigit()) or int(text) < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= {minimum}")
-        return int(text)
-
-    return parse
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="moesim replay",
-        description="Replay a PyTorch-profiler (Kineto) trace on a simulated fabric (SPMD: every rank "
-        "runs the traced rank's kernels) and compare with the measurement.",
-    )
-    parser.add_argument("trace", type=Path, help="Kineto Chrome trace (.json or .json.gz)")
-    parser.add_argument("--topology", type=Path, required=True, help="experiment YAML whose topology: to use")
-    parser.add_argument(
-        "--transport", default=None, help="ecmp, spray, split:K or ethereal (default: the file's)"
-    )
-    parser.add_argument(
-        "--ranks", type=_whole(1), default=None, help="GPUs (default: the trace's world size)"
-    )
-    parser.add_argument(
-        "--nic-bandwidth", default=None, help="override topology.nic_bandwidth (e.g. 200Gbps)"
-    )
-    parser.add_argument("--uplink-bandwidth", default=None, help="override topology.uplink_bandwidth")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument(
-        "--hierarchical",
-        dest="hierarchical",
-        action="store_true",
-        default=True,
-        help="DeepEP internode: one copy per destination host, then NVLink (default)",
-    )
-    mode.add_argument(
-        "--direct", dest="hierarchical", action="store_false", help="one copy per destination GPU"
-    )
-    parser.add_argument("--seed", type=_whole(0), default=None, help="ECMP hash seed (default: the file's)")
-    parser.add_argument(
-        "--respect-launch", action="store_true", help="no kernel before its measured CPU launch"
-    )
-    model = parser.add_argument_group("communication model (defaults: DeepSeek-V3 as profiled)")
-    model.add_argument(
-        "--tokens", type=_whole(0), default=CommModel.tokens, help="tokens per rank per dispatch"
-    )
-    model.add_argument("--hidden", type=_whole(1), default=CommModel.hidden, help="hidden size")
-    model.add_argument("--top-k", type=_whole(1), default=CommModel.top_k, help="experts per token")
-    model.add_argument("--experts", type=_whole(1), default=CommModel.experts, help="routed experts")
-    model.add_argument("--notify-bytes", default="1KiB", help="bytes per pair of a notify kernel")
-    model.add_argument("--nccl-size", default=None, help="size of NCCL kernels without one in the trace")
-    return parser
-
-
-def _unit(parse: Callable[[str], float], flag: str, text: str) -> float:
-    from experiments.units import UnitError
-
-    try:
-        return parse(text)
-    except UnitError as err:
-        raise ReplayError(f"{flag}: {err}") from None
-
-
-def _run(argv: Sequence[str] | None) -> int:
-    from experiments.config import load_experiment
-    from experiments.units import parse_bandwidth, parse_size
-
-    args = _parser().parse_args(argv)
-    plan = load_experiment(args.topology)
-    spec = plan.experiment.topology.spec()
-    overrides = {}
-    if args.nic_bandwidth is not None:
-        overrides["nic_bandwidth"] = _unit(parse_bandwidth, "--nic-bandwidth", args.nic_bandwidth)
-    if args.uplink_bandwidth is not None:
-        overrides["uplink_bandwidth"] = _unit(parse_bandwidth, "--uplink-bandwidth", args.uplink_bandwidth)
-    spec = dataclasses.replace(spec, **overrides)
-    try:
-        validate(spec)
-    except TopologyError as err:
-        raise ReplayError(f"topology.{err}") from None
-    try:
-        transport = parse_transport(args.transport or plan.experiment.transport)
-    except ValueError as err:
-        raise ReplayError(f"--transport: {err}") from None
-    comm = CommModel(
-        hidden=args.hidden,
-        tokens=args.tokens,
-        top_k=args.top_k,
-        experts=args.experts,
-        hierarchical=args.hierarchical,
-        notify_bytes=float(_unit(parse_size, "--notify-bytes", args.notify_bytes)),
-        nccl_size=None if args.nccl_size is None else float(_unit(parse_size, "--nccl-size", args.nccl_size)),
-    )
-    try:
-        trace = load_kineto(args.trace)
-    except OSError as err:
-        raise ReplayError(f"{args.trace}: cannot read the trace ({err.strerror or err})") from None
-    ranks = args.ranks if args.ranks is not None else (trace.world_size or spec.gpus)
-    if ranks > spec.gpus:
-        raise ReplayError(
-            f"--ranks: {ranks} ranks but the fabric of {args.topology.name} has only {spec.gpus} GPUs"
-        )
-    seed = plan.experiment.seed if args.seed is None else args.seed
-    outcome = simulate_replay(
-        trace,
-        spec,
-        ranks=ranks,
-        comm=comm,
-        transport=transport,
-        seed=seed,
-        respect_launch=args.respect_launch,
-    )
-    print(format_outcome(outcome))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``moesim replay TRACE --topology EXPERIMENT.yaml [options]``; returns the exit status.
-
-    Bad input (a bad trace or experiment file, a bad option, more ranks than GPUs) prints one line
-    ``moesim: error: ...`` on stderr and returns 2.
-    """
-    from experiments.config import ConfigError
-
-    try:
-        return _run(argv)
-    except (ConfigError, KinetoError, ReplayError, _UsageError) as err:
-        print(f"moesim: error: {err}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -63,20 +63,13 @@ Deterministic: the same arguments and seed give bit-identical arrays.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
 from workloads.routing_trace import (
     RoutingTrace,
-    format_summary,
-    save_trace,
-    summary,
     uncertainty_coefficient,
     uncertainty_from_joint,
 )
@@ -747,100 +740,3 @@ def synth_trace(
         source="moesim synthetic_trace",
         notes=notes,
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# command line: moesim trace synth
-
-
-class _UsageError(ValueError):
-    """A bad command line."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2, as the rest of the moesim CLI
-        raise _UsageError(f"{self.prog}: {message}")
-
-
-def _positive(text: str) -> int:
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
-    return int(text)
-
-
-def _whole(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return int(text)
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
-    return value
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="moesim trace synth", description="Write a synthetic MoE routing trace (.npz).")
-    parser.add_argument("--out", type=Path, required=True, help="the trace file to write")
-    parser.add_argument("--experts", type=_positive, default=64, help="experts per layer (64)")
-    parser.add_argument("--top-k", type=_positive, default=8, help="experts per token (8)")
-    parser.add_argument("--layers", type=_positive, default=8, help="MoE layers (8)")
-    parser.add_argument("--tokens-per-gpu", type=_positive, default=4096, help="tokens per GPU (4096)")
-    parser.add_argument("--gpus", type=_positive, default=16, help="GPUs / expert-parallel ranks (16)")
-    skew = parser.add_mutually_exclusive_group()
-    skew.add_argument("--imbalance", type=_non_negative, help="target (max-mean)/mean expert load per layer")
-    skew.add_argument("--zipf", type=_non_negative, help="fixed Zipf exponent of expert popularity")
-    parser.add_argument(
-        "--affinity", type=_non_negative, default=0.0, help="target layer-to-layer U in [0, 1]"
-    )
-    parser.add_argument(
-        "--drift", type=_non_negative, default=0.0, help="popularity drift per batch in [0, 1]"
-    )
-    parser.add_argument("--batches", type=_positive, default=1, help="batches the tokens are split into (1)")
-    parser.add_argument("--hidden", type=_positive, default=4096, help="hidden size in elements (4096)")
-    parser.add_argument("--bytes-per-element", type=_positive, default=2, help="bytes per element (2)")
-    parser.add_argument("--seed", type=_whole, default=0, help="random seed (0)")
-    parser.add_argument("--model", default="synthetic", help="model name stored in the trace")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``moesim trace synth``: write a synthetic trace and print its statistics; returns the exit status."""
-    try:
-        args = _parser().parse_args(argv)
-        if not args.out.parent.is_dir():
-            raise _UsageError(f"--out: directory {args.out.parent} does not exist")
-        start = time.perf_counter()
-        trace = synth_trace(
-            experts=args.experts,
-            top_k=args.top_k,
-            layers=args.layers,
-            tokens_per_gpu=args.tokens_per_gpu,
-            gpus=args.gpus,
-            imbalance=args.imbalance,
-            zipf=args.zipf,
-            affinity=args.affinity,
-            drift=args.drift,
-            batches=args.batches,
-            hidden=args.hidden,
-            bytes_per_element=args.bytes_per_element,
-            seed=args.seed,
-            model=args.model,
-        )
-        elapsed = time.perf_counter() - start
-        save_trace(trace, args.out)
-    except (ValueError, OSError) as err:
-        print(f"moesim: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    print(f"wrote {args.out} ({trace.tokens} tokens, generated in {elapsed:.2f} s)")
-    print(format_summary(summary(trace)))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
