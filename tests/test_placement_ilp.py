@@ -148,7 +148,7 @@ def test_deterministic(small) -> None:
 def test_never_worse_than_warm_start(seed: int) -> None:
     stats, cost = instance(16, 4, 3, seed=seed)
     for warm in (greedy(stats), random_placement(stats, seed=seed)):
-        placement, report = ilp_placement(stats, cost, time_limit=4, warm_start=warm, max_nodes=50)
+        placement, report = ilp_placement(stats, cost, time_limit=2, warm_start=warm, max_nodes=50)
         warm_value = numpy_objective(gpu_of(warm), stats, cost, 1.0)
         value = numpy_objective(gpu_of(placement), stats, cost, 1.0)
         assert value <= warm_value + 1e-9
@@ -159,9 +159,8 @@ def test_never_worse_than_warm_start(seed: int) -> None:
             assert np.array_equal(placement.phy2log, warm.phy2log)
 
 
-def test_returns_warm_start_when_nothing_is_better() -> None:
-    stats, cost = instance(8, 4, 2)
-    best, _ = ilp_placement(stats, cost, time_limit=30)
+def test_returns_warm_start_when_nothing_is_better(small) -> None:
+    stats, cost, best, _ = small
     placement, report = ilp_placement(stats, cost, time_limit=30, warm_start=best)
     assert report.returned == "warm_start" and placement is best
     assert report.objective == pytest.approx(report.warm_objective)
@@ -170,7 +169,7 @@ def test_returns_warm_start_when_nothing_is_better() -> None:
 @pytest.mark.parametrize("mode", ["layers", "hosts"])
 def test_decompositions_valid_and_no_worse(mode: str) -> None:
     stats, cost = instance(16, 8, 3, gpus_per_host=4)
-    placement, report = ilp_placement(stats, cost, time_limit=15, decompose=mode)
+    placement, report = ilp_placement(stats, cost, time_limit=6, decompose=mode)
     assert report.decomposition == mode and report.status == "decomposed"
     assert report.bound_source == "combinatorial"
     assert report.objective <= report.warm_objective + 1e-9
