@@ -24,9 +24,7 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -39,6 +37,8 @@ import plotly.graph_objects as go
 import yaml
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
+
+from experiments.store import write_atomic
 
 MIB = float(1 << 20)
 MAX_POINTS = 50  # points offered in the per-point dropdown
@@ -1220,17 +1220,7 @@ def write_report(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     page = render_html(load_results(out_dir))
     target = out_dir / "report.html"
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html.partial", dir=out_dir)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(target, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return target
 
 

@@ -88,7 +88,8 @@ def saved_ok(out: Path, index: int, point: Experiment) -> bool:
     return key == point_key(point) and row["error"].isna().all()
 
 
-def _write_atomic(path: Path, write: Any) -> None:
+def write_atomic(path: Path, write: Any) -> None:
+    """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it, then rename."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
@@ -114,11 +115,11 @@ def combine(out: Path, raw: dict[str, Any], n_points: int) -> pd.DataFrame:
         target = out / f"{name}.parquet"
         if frames:
             table = pd.concat(frames, ignore_index=True)
-            _write_atomic(target, lambda tmp, table=table: table.to_parquet(tmp, index=False))
+            write_atomic(target, lambda tmp, table=table: table.to_parquet(tmp, index=False))
         elif target.exists():
             target.unlink()
     resolved = {"moesim_version": moesim_version(), **raw}
-    _write_atomic(
+    write_atomic(
         out / "experiment.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
     )
     return pd.read_parquet(out / "results.parquet")

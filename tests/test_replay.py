@@ -340,15 +340,7 @@ def test_replay_workload_sweeps_like_any_other(tmp_path: Path) -> None:
         yaml.safe_dump(
             {
                 "name": "replay",
-                "topology": {
-                    "leaves": 8,
-                    "spines": 8,
-                    "hosts_per_leaf": 1,
-                    "gpus_per_host": 8,
-                    "nic_bandwidth": "400Gbps",
-                    "uplink_bandwidth": "400Gbps",
-                    "nvlink_bandwidth": "160GB/s",
-                },
+                "topology": H800_YAML["topology"],
                 "workload": {"kind": "replay", "trace": str(REAL)},
                 "record": {"flows": False, "timeline": False},
                 "sweep": {"transport": ["ecmp", "spray"]},
