@@ -9,6 +9,7 @@
     moesim trace synth --out T.npz [options]
     moesim trace collect --model PATH --text FILE --out T.npz [options]
     moesim replay TRACE.json --topology EXPERIMENT.yaml [options]
+    moesim place --trace T.npz --topology EXPERIMENT.yaml --method M --out placement.json [options]
 
 Bad input ends with one line on stderr naming the field and the fix, and exit status 2. A run
 whose points all succeed exits 0; one where some point failed exits 1 (the others are saved).
@@ -24,6 +25,7 @@ from pathlib import Path
 from experiments.arguments import Parser, UsageError, positive
 from experiments.config import ConfigError, Plan, load_experiment
 from experiments.execute import ExecutorError, run_experiment
+from experiments.place_command import main as place_main
 from experiments.replay_command import main as replay_main
 from experiments.report import ReportError, write_report
 from experiments.runner import PointResult, preflight
@@ -46,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("experiment", type=Path, help="experiment YAML file")
     report = commands.add_parser("report", help="write DIR/report.html from a results directory")
     report.add_argument("out", type=Path, help="results directory")
+    place = commands.add_parser(
+        "place", add_help=False, help="compute an expert placement from a trace: 'moesim place --help'"
+    )
+    place.add_argument("options", nargs=argparse.REMAINDER, help="--trace T.npz --topology X.yaml ...")
     replay = commands.add_parser(
         "replay", add_help=False, help="replay a PyTorch profiler trace on a fabric: 'moesim replay --help'"
     )
@@ -136,9 +142,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``moesim`` console script; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["place"]:  # all of its arguments are options, which REMAINDER would not take
+        return place_main(argv[1:])
     try:
         args = _parser().parse_args(argv)
-        commands = {"run": _run, "validate": _validate, "report": _report, "trace": _trace, "replay": _replay}
+        commands = {
+            "run": _run,
+            "validate": _validate,
+            "report": _report,
+            "trace": _trace,
+            "replay": _replay,
+        }
         return commands[args.command](args)
     except (ConfigError, UsageError, ExecutorError, ReportError) as err:
         print(f"moesim: error: {err}", file=sys.stderr)

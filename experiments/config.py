@@ -25,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -44,9 +45,10 @@ from topologies.leaf_spine import (
 )
 from workloads.collectives import OPS
 
-PLACEMENT_METHODS = ("round_robin", "random", "greedy", "eplb")
+PLACEMENT_METHODS = ("round_robin", "random", "greedy", "eplb", "ilp")
 """Placement methods by name (``eplb:N`` asks for N redundant expert slots; plain ``eplb`` for one
-per GPU); anything else in ``placement:`` must be a placement file."""
+per GPU; ``ilp`` takes its settings from ``ilp:``); anything else in ``placement:`` must be a
+placement file."""
 
 
 def placement_method(value: str) -> tuple[str, int | None] | None:
@@ -191,6 +193,9 @@ class MoeWorkload(BaseModel):
     bytes_per_element: float = Field(default=2, gt=0)
     combine_bytes_per_element: float | None = Field(default=None, gt=0)
     dispatch: Literal["direct", "hierarchical"] = "direct"
+    token_home: Literal["source", "top_expert"] = "source"
+    """Where a token goes between layers: back to its ``source`` GPU, or on to the GPU of its first
+    expert (``top_expert``, ExFlow-style: inter-layer affinity saves traffic; needs direct dispatch)."""
     layers: int | None = Field(default=None, ge=1)
     gpu: Literal["h100", "h800", "h200", "a100", "b200"] = "h100"
     dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
@@ -220,6 +225,8 @@ class MoeWorkload(BaseModel):
             raise ValueError("trace: give either trace: PATH or synth: {...}")
         if self.synth is not None and self.hidden is None:
             raise ValueError("hidden: a synthetic trace needs the hidden size (e.g. hidden: 4096)")
+        if self.token_home == "top_expert" and self.dispatch != "direct":
+            raise ValueError("token_home: top_expert combines directly; use it with dispatch: direct")
         return self
 
 
@@ -260,8 +267,34 @@ class RecordConfig(BaseModel):
     """How many of the busiest links the timeline keeps."""
 
 
+class IlpConfig(BaseModel):
+    """``ilp:`` — settings of the ``ilp`` placement method (see :func:`placement.ilp.ilp_placement`).
+
+    ``lam`` weighs the topology-priced affinity traffic against the busiest GPU's tokens;
+    ``time_limit`` bounds the solver's wall time per placement.
+    """
+
+    model_config = Strict
+    lam: float = Field(default=1.0, ge=0)
+    time_limit: Time = 60.0
+    solver: Literal["auto", "cbc", "highs"] = "auto"
+    decompose: Literal["auto", "none", "layers", "hosts"] = "auto"
+
+    @field_validator("time_limit")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if not value > 0:
+            raise ValueError(f"must be a time > 0 (e.g. 30s), got {value} s")
+        return value
+
+
 class Experiment(BaseModel):
-    """A whole experiment file."""
+    """A whole experiment file.
+
+    ``placement_fit`` (MoE workloads): fit the placement on this share of the trace's batches (the
+    first ones) and simulate the held-out rest; without it the placement is fitted on, and judged
+    on, the whole trace.
+    """
 
     model_config = Strict
     name: str
@@ -270,8 +303,12 @@ class Experiment(BaseModel):
     workload: Annotated[CollectiveWorkload | MoeWorkload | ReplayWorkload, Field(discriminator="kind")]
     transport: str = "ecmp"
     placement: str = "round_robin"
+    placement_fit: float | None = Field(default=None, gt=0, lt=1)
+    ilp: IlpConfig = IlpConfig()
     record: RecordConfig = RecordConfig()
     sweep: dict[str, Any] | None = None
+    _placement_file: str | None = PrivateAttr(default=None)
+    """A placement solved ahead of the run for this point (see :mod:`experiments.placing`)."""
 
     @field_validator("transport")
     @classmethod

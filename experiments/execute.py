@@ -21,6 +21,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from experiments.config import Experiment, Plan
+from experiments.placing import presolve
 from experiments.runner import PointResult, run_point
 from experiments.store import combine, save_point, saved_ok
 
@@ -118,6 +119,9 @@ def run_experiment(
             skipped += 1
         else:
             todo.append((index, swept, point))
+    if todo:
+        points = presolve([point for _, _, point in todo], out)
+        todo = [(index, swept, point) for (index, swept, _), point in zip(todo, points, strict=True)]
     stream = _dask(todo, workers, scheduler) if executor == "dask" else _local(todo, workers)
     failed = 0
     bar = tqdm(

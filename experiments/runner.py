@@ -16,16 +16,17 @@ import numpy as np
 import pandas as pd
 
 from experiments.config import ConfigError, Experiment, SynthConfig, placement_method
+from experiments.placing import fit_and_run_traces, make_placement, saved_placement
+from placement.ilp import _highs_available as highs_available  # TODO rename after ilp.py settles
 from placement.layout import Placement, PlacementError, load_placement, round_robin
-from placement.methods import place
-from placement.stats import placement_stats
+from placement.stats import evaluate, placement_stats
 from simulator.engine import SimResult, simulate
 from simulator.transport import parse_transport
 from topologies.compiled import compile_fabric
 from workloads.collectives import collective_programs, collective_schedule
 from workloads.kernel_model import GPUS, KernelTableError, MeasuredGEMM, RooflineGEMM
 from workloads.kineto import KinetoError, KinetoTrace, load_kineto
-from workloads.moe import moe_programs
+from workloads.moe import moe_metrics, moe_programs
 from workloads.replay import CommModel, ReplayError, check_comm, replay_programs
 from workloads.routing_trace import RoutingTrace, TraceError, load_trace
 from workloads.synthetic_trace import synth_trace
@@ -89,20 +90,26 @@ def point_trace(point: Experiment) -> RoutingTrace:
     return _synth_trace(synth, point.topology.spec().gpus, work.hidden, work.bytes_per_element, seed)
 
 
-def point_placement(point: Experiment, trace: RoutingTrace) -> Placement:
-    """The placement named by the point (a method run on the trace's statistics, or a file)."""
-    method = placement_method(point.placement)
-    if method is None:
-        return load_placement(point.placement, trace.num_experts, trace.layers, trace.gpus)
-    name, replicas = method
-    if name == "round_robin":
-        return round_robin(trace.num_experts, trace.gpus, trace.layers)
-    if replicas is None:
-        replicas = trace.gpus if name == "eplb" else 0
-    gpus_per_host = point.topology.gpus_per_host
-    return place(
-        name, placement_stats(trace), gpus_per_host=gpus_per_host, seed=point.seed, replicas=replicas
-    )
+@functools.lru_cache(maxsize=8)
+def _split(trace: RoutingTrace, fit: float | None) -> tuple[RoutingTrace, RoutingTrace]:
+    return fit_and_run_traces(trace, fit)
+
+
+def point_traces(point: Experiment) -> tuple[RoutingTrace, RoutingTrace]:
+    """``(fit, simulated)`` traces of a MoE point: split by ``placement_fit``, or the whole trace twice."""
+    return _split(point_trace(point), point.placement_fit)
+
+
+def point_placement(point: Experiment, fit: RoutingTrace) -> Placement:
+    """The placement named by the point: the one solved ahead of the run (:func:`presolve`), a
+    method run on the statistics of the ``fit`` trace, or a file."""
+    saved = saved_placement(point, fit)
+    if saved is not None:
+        return saved
+    if placement_method(point.placement) is None:
+        return load_placement(point.placement, fit.num_experts, fit.layers, fit.gpus)
+    spec = point.topology.spec()
+    return make_placement(point.placement, fit, spec, seed=point.seed, ilp=point.ilp)[0]
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,12 +176,19 @@ def preflight(point: Experiment) -> None:
             table.expert_time(np.array([1.0]), hidden, work.ffn_hidden or hidden)
         except KernelTableError as err:
             raise ConfigError(f"workload.kernel_table: {err}") from None
+    if point.placement_fit is not None:
+        try:
+            point_traces(point)
+        except ValueError as err:
+            raise ConfigError(f"placement_fit: {err}") from None
     method = placement_method(point.placement)
     try:
         if method is None:
             placement = load_placement(point.placement, experts, layers, gpus)
         elif method[0] == "eplb":
             return  # replicas fill every GPU's slots equally: always feasible
+        elif method[0] == "ilp" and point.ilp.solver == "highs" and not highs_available():
+            raise PlacementError("ilp.solver: highs is not installed (pip install highspy), use cbc or auto")
         else:
             placement = round_robin(experts, gpus, layers)  # the same equal-split constraint
     except PlacementError as err:
@@ -203,7 +217,7 @@ def point_programs(point: Experiment) -> dict:
             seed=point.seed,
         )
         return collective_programs(schedule)
-    trace = point_trace(point)
+    fit, trace = point_traces(point)
     hidden = work.hidden or trace.hidden
     if work.kernel_table is not None:
         kernel = MeasuredGEMM.from_csv(str(work.kernel_table), dtype=work.dtype)
@@ -211,7 +225,7 @@ def point_programs(point: Experiment) -> dict:
         kernel = RooflineGEMM(GPUS[work.gpu], work.dtype, int(round(work.bytes_per_element)), work.efficiency)
     return moe_programs(
         trace,
-        point_placement(point, trace),
+        point_placement(point, fit),
         spec,
         kernel,
         hidden=hidden,
@@ -220,7 +234,25 @@ def point_programs(point: Experiment) -> dict:
         combine_bytes_per_element=work.combine_bytes_per_element,
         hierarchical=work.dispatch == "hierarchical",
         layers=work.layers,
+        token_home=work.token_home,
     )
+
+
+def moe_point_metrics(point: Experiment, ops: pd.DataFrame, links: pd.DataFrame) -> dict[str, Any]:
+    """A MoE point's layer, all-to-all and expert times (:func:`workloads.moe.moe_metrics`), plus the
+    placement's token-load balance on the simulated tokens: ``load_ratio`` (mean over layers of
+    the busiest GPU's tokens over the mean) and ``fit_tokens``/``run_tokens``."""
+    fit, trace = point_traces(point)
+    placement = point_placement(point, fit)
+    layers = trace.layers if point.workload.layers is None else min(point.workload.layers, trace.layers)
+    scored = evaluate(placement, placement_stats(trace), point.topology.spec())
+    ratios = np.asarray(scored["load_ratio"][:layers], dtype=np.float64)
+    return {
+        **moe_metrics(ops, links),
+        "load_ratio": float(np.nanmean(ratios)) if np.isfinite(ratios).any() else float("nan"),
+        "fit_tokens": fit.tokens,
+        "run_tokens": trace.tokens,
+    }
 
 
 def simulate_point(point: Experiment) -> SimResult:
@@ -266,6 +298,8 @@ def run_point(index: int, swept: dict[str, Any], point: Experiment) -> PointResu
         return PointResult(row)
     row.update(result.summary())
     links = result.links()
+    if point.workload.kind == "moe":
+        row.update(moe_point_metrics(point, result.ops, links))
     tables = {"links": links, "ops": result.ops}
     if point.record.flows:
         tables["flows"] = result.flows()

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from placement.layout import Placement
 from simulator.ops import Collective, Compute, Op, Schedule
@@ -48,15 +49,33 @@ class LayerTraffic:
         host_copies: ``(gpus, hosts)`` token copies each GPU sends to each host (one per token and
             destination host; the sender's own host included).
         slot_tokens: ``(slots,)`` tokens each physical slot's expert processes.
+        combine: ``(gpus, gpus)`` output copies sent from each expert GPU to each token's next
+            home, when one was given (else None: the combine is the dispatch reversed).
+        top_gpu: ``(tokens,)`` the GPU serving each token's first (highest-gate) expert.
     """
 
     dispatch: np.ndarray
     host_copies: np.ndarray
     slot_tokens: np.ndarray
+    combine: np.ndarray | None = None
+    top_gpu: np.ndarray | None = None
 
 
-def route_layer(trace: RoutingTrace, placement: Placement, layer: int, gpus_per_host: int) -> LayerTraffic:
-    """Route every token of ``layer`` to slots and count the copies and tokens that result."""
+def route_layer(
+    trace: RoutingTrace,
+    placement: Placement,
+    layer: int,
+    gpus_per_host: int,
+    home: np.ndarray | None = None,
+    next_home: np.ndarray | str | None = None,
+) -> LayerTraffic:
+    """Route every token of ``layer`` to slots and count the copies and tokens that result.
+
+    ``home`` is the GPU each token is dispatched from (default: its source GPU). With
+    ``next_home`` (the GPU each token's output must reach, or ``"top_expert"``: the GPU of its
+    first expert), the layer's ``combine`` copy counts are filled in: one copy per (token,
+    expert GPU) to ``next_home``.
+    """
     experts = np.asarray(trace.experts[layer], dtype=np.int64)  # (tokens, top_k)
     tokens, top_k = experts.shape
     token = np.repeat(np.arange(tokens, dtype=np.int64), top_k)
@@ -64,12 +83,17 @@ def route_layer(trace: RoutingTrace, placement: Placement, layer: int, gpus_per_
     slot = _pick_slots(placement, layer, chosen, token)
     gpu = placement.gpu_of_slot[slot]
     gpus = placement.gpus
-    src = np.asarray(trace.source_gpu, dtype=np.int64)
+    src = np.asarray(trace.source_gpu if home is None else home, dtype=np.int64)
     dispatch = _copies(token, gpu, src, gpus, gpus)  # one copy per (token, destination GPU)
     hosts = -(-gpus // gpus_per_host)
     host_copies = _copies(token, gpu // gpus_per_host, src, gpus, hosts)
     slot_tokens = np.bincount(slot, minlength=placement.phy2log.shape[1])
-    return LayerTraffic(dispatch, host_copies, slot_tokens)
+    top_gpu = gpu.reshape(tokens, top_k)[:, 0]
+    combine = None
+    if next_home is not None:
+        target = top_gpu if isinstance(next_home, str) else np.asarray(next_home, dtype=np.int64)
+        combine = _copies(token, gpu, target, gpus, gpus).T.copy()
+    return LayerTraffic(dispatch, host_copies, slot_tokens, combine, top_gpu)
 
 
 def _copies(token: np.ndarray, dest: np.ndarray, src: np.ndarray, gpus: int, dests: int) -> np.ndarray:
@@ -175,11 +199,22 @@ def moe_programs(
     combine_bytes_per_element: float | None = None,
     hierarchical: bool = False,
     layers: int | None = None,
+    token_home: str = "source",
 ) -> dict[int, list[Op]]:
     """Per-rank programs of the MoE layers of ``trace`` under ``placement`` on fabric ``spec``.
 
     The trace's GPUs are the fabric's first ``trace.gpus`` GPUs. Returns GPU id -> ops.
+
+    ``token_home``: ``source`` (every layer dispatches from, and combines back to, the token's
+    source GPU) or ``top_expert`` (ExFlow-style affinity execution: a layer combines a token's
+    expert outputs on the GPU of its first expert, which dispatches it to the next layer; the
+    last layer combines back to the source). Under ``top_expert`` a token that stays with
+    experts of one GPU costs no network, so inter-layer affinity pays; its combine is direct.
     """
+    if token_home not in ("source", "top_expert"):
+        raise MoEError(f"token_home: {token_home!r} is not source or top_expert")
+    if token_home == "top_expert" and hierarchical:
+        raise MoEError("token_home: top_expert combines directly; use it with dispatch: direct")
     if trace.gpus > spec.gpus:
         raise MoEError(
             f"workload: the trace spreads tokens over {trace.gpus} GPUs but the fabric has {spec.gpus}"
@@ -194,12 +229,22 @@ def moe_programs(
     combine_scale = (combine_bytes_per_element or bytes_per_element) / bytes_per_element
     programs: dict[int, list[Op]] = {int(r): [] for r in ranks}
     gpu_of_slot = placement.gpu_of_slot
+    source = np.asarray(trace.source_gpu, dtype=np.int64)
+    home = source
     for layer in range(n_layers):
-        traffic = route_layer(trace, placement, layer, spec.gpus_per_host)
+        next_home: np.ndarray | str | None = None
+        if token_home == "top_expert":
+            next_home = source if layer == n_layers - 1 else "top_expert"
+        traffic = route_layer(trace, placement, layer, spec.gpus_per_host, home, next_home)
         dispatch = dispatch_schedule(
             traffic, ranks, token_bytes, spec.gpus_per_host, hierarchical, f"moe{layer}/dispatch"
         )
-        combine = reverse(dispatch, combine_scale, f"moe{layer}/combine")
+        if traffic.combine is None:
+            combine = reverse(dispatch, combine_scale, f"moe{layer}/combine")
+        else:
+            unit = token_bytes * combine_scale
+            combine = _schedule(f"moe{layer}/combine", ranks, [_pairs(traffic.combine, ranks, unit, 0)])
+            home = traffic.top_gpu
         dispatch_op, combine_op = Collective(dispatch), Collective(combine)
         for r in ranks:
             tokens = traffic.slot_tokens[gpu_of_slot == r]
@@ -209,3 +254,36 @@ def moe_programs(
                 combine_op,
             ]
     return programs
+
+
+def moe_metrics(ops: pd.DataFrame, links: pd.DataFrame) -> dict[str, float]:
+    """Per-point MoE metrics of a simulated run of :func:`moe_programs` (seconds and bytes).
+
+    Means over the simulated layers of: ``layer_time_s`` (first dispatch start to last combine
+    end), ``dispatch_time_s`` and ``combine_time_s`` (first rank in to last rank out of the
+    all-to-all), ``a2a_tail_s`` (last rank out minus the median rank out, both all-to-alls),
+    ``expert_time_s`` (the slowest GPU's expert compute) and ``expert_time_ratio`` (slowest over
+    mean GPU expert compute); and ``cross_host_bytes``, the bytes sent into the network by NICs.
+    """
+    parts = ops["label"].str.extract(r"^moe(?P<layer>\d+)/(?P<phase>dispatch|experts|combine)$")
+    moe = ops.assign(layer=parts["layer"], phase=parts["phase"]).dropna(subset=["layer"])
+    if moe.empty:
+        raise MoEError("moe_metrics: the ops hold no MoE layer (labels moeN/dispatch|experts|combine)")
+    moe = moe.assign(duration=moe["end"] - moe["start"])
+    by = moe.groupby(["layer", "phase"])
+    span = by["end"].max() - by["start"].min()
+    tail = by["end"].max() - by["end"].median()
+    layer_time = moe.groupby("layer")["end"].max() - moe.groupby("layer")["start"].min()
+    experts = moe[moe["phase"] == "experts"].groupby("layer")["duration"]
+    mean_expert = experts.mean()
+    ratio = (experts.max() / mean_expert.where(mean_expert > 0)).dropna()
+    nic = links["kind"] == "nic_up"
+    return {
+        "layer_time_s": float(layer_time.mean()),
+        "dispatch_time_s": float(span.xs("dispatch", level="phase").mean()),
+        "combine_time_s": float(span.xs("combine", level="phase").mean()),
+        "a2a_tail_s": float(tail.drop("experts", level="phase").mean()),
+        "expert_time_s": float(experts.max().mean()),
+        "expert_time_ratio": float(ratio.mean()) if len(ratio) else float("nan"),
+        "cross_host_bytes": float(links.loc[nic, "bytes"].sum()),
+    }
