@@ -84,6 +84,28 @@ Time = Annotated[float, _unit(parse_time)]
 Size = Annotated[int, _unit(parse_size)]
 """A size written with a unit (``16MiB``), stored in bytes."""
 
+
+def _curve(value: Any) -> Any:
+    """``{message size: efficiency}`` (sizes with units) -> sorted ``((bytes, efficiency), ...)``."""
+    if isinstance(value, dict):
+        try:
+            knots = sorted((float(parse_size(size)), efficiency) for size, efficiency in value.items())
+        except UnitError as err:
+            raise ValueError(f"a message size: {err}") from None
+        except TypeError:
+            raise ValueError("efficiencies must be numbers in (0, 1]") from None
+        return tuple(knots)
+    if isinstance(value, list | tuple):  # the resolved form ((bytes, efficiency), ...)
+        return tuple(tuple(knot) for knot in value)
+    raise ValueError(
+        f"expected a mapping of message size to efficiency (e.g. {{64KiB: 0.4, 4MiB: 1}}), got {value!r}"
+    )
+
+
+EfficiencyCurve = Annotated[tuple[tuple[float, float], ...], BeforeValidator(_curve)]
+"""A small-message efficiency curve written ``{64KiB: 0.4, 4MiB: 1.0}``, stored as sorted
+``((bytes, efficiency), ...)`` knots (see :class:`topologies.leaf_spine.LeafSpine`)."""
+
 Strict = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -103,6 +125,8 @@ class TopologyConfig(BaseModel):
     message_latency: Time = DEFAULT_MESSAGE_LATENCY
     nvlink_message_latency: Time = DEFAULT_NVLINK_MESSAGE_LATENCY
     rail_optimized: bool = False
+    nic_efficiency: EfficiencyCurve = ()
+    nvlink_efficiency: EfficiencyCurve = ()
 
     def spec(self) -> LeafSpine:
         """The simulator's fabric parameters."""
@@ -116,7 +140,7 @@ class CollectiveWorkload(BaseModel):
     kind: Literal["collective"]
     op: Literal[OPS]  # type: ignore[valid-type]
     size: Size
-    algorithm: Literal["direct", "ring", "hierarchical"] | None = None
+    algorithm: Literal["direct", "ring", "hierarchical", "pipelined"] | None = None
     ranks: str = "all"
     k: int | None = Field(default=None, ge=1)
 
@@ -135,7 +159,7 @@ class CollectiveWorkload(BaseModel):
             "all_to_all": ("direct",),
             "all_gather": ("ring",),
             "reduce_scatter": ("ring",),
-            "all_reduce": ("ring", "hierarchical"),
+            "all_reduce": ("ring", "hierarchical", "pipelined"),
         }.get(self.op, ())
         if self.algorithm is not None and self.algorithm not in allowed:
             hint = f"try {' or '.join(allowed)}" if allowed else "leave it out"

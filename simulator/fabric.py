@@ -4,7 +4,9 @@ starts or finishes.
 What happens in simulated time:
 
 1. :meth:`Fabric.send` queues a batch of messages. Each starts after the per-message latency α of
-   its tier (``nvlink_message_latency`` inside a host, ``message_latency`` otherwise).
+   its tier (``nvlink_message_latency`` inside a host, ``message_latency`` otherwise), plus the
+   wait of its tier's small-message efficiency curve if the fabric has one (see
+   :class:`~topologies.leaf_spine.LeafSpine`).
 2. All messages that start at one instant are admitted together by a :class:`Flush` event that
    fires after every other event of that instant: the transport turns them into flows, every
    active flow is advanced by ``rate * dt``, and rates are solved once (:func:`max_min_rates`).
@@ -31,6 +33,7 @@ from simulator.columns import Columns
 from simulator.maxmin import remove_flows, resolve_above
 from simulator.transport import Transport, to_flows
 from topologies.compiled import MAX_HOPS, CompiledFabric
+from topologies.leaf_spine import LeafSpine, efficiency_at
 
 RTOL = 1e-9
 """Flows finishing within this relative time of the earliest one finish in the same event."""
@@ -51,6 +54,16 @@ class Flush(simpy.events.Event):
         self._value = None
         self.callbacks.append(callback)
         env.schedule(self, LATE, delay)
+
+
+def _efficiency_wait(spec: LeafSpine, same_host: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
+    """Seconds each message waits for its tier's small-message efficiency: ``m/B · (1/η(m) − 1)``."""
+    nbytes = np.broadcast_to(nbytes, same_host.shape)
+    bandwidth = np.where(same_host, spec.nvlink_bandwidth, spec.nic_bandwidth)
+    eta = np.where(
+        same_host, efficiency_at(spec.nvlink_efficiency, nbytes), efficiency_at(spec.nic_efficiency, nbytes)
+    )
+    return nbytes / bandwidth * (1.0 / eta - 1.0)
 
 
 class Fabric:
@@ -196,6 +209,8 @@ class Fabric:
         spec = self.topology.spec
         same_host = self.topology.gpu_host[src] == self.topology.gpu_host[dst]
         alpha = np.where(same_host, spec.nvlink_message_latency, spec.message_latency)
+        if spec.nic_efficiency or spec.nvlink_efficiency:
+            alpha = alpha + _efficiency_wait(spec, same_host, np.asarray(nbytes, dtype=np.float64))
         now = self.env.now
         start = now + alpha
         rows = self.messages.append(

@@ -34,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import networkx as nx
+import numpy as np
 
 DEFAULT_LINK_LATENCY = 5e-7
 """Propagation latency per link, seconds (about 100 m of fibre plus a switch hop)."""
@@ -43,6 +44,21 @@ DEFAULT_NVLINK_MESSAGE_LATENCY = 2e-6
 """Per-message α inside a host over NVLink, seconds."""
 DEFAULT_NVLINK_BANDWIDTH = 450e9
 """NVLink bandwidth per GPU and direction, bytes/s (H100 SXM: 900 GB/s both directions)."""
+
+
+Efficiency = tuple[tuple[float, float], ...]
+"""A small-message efficiency curve: ``((message_bytes, efficiency), ...)`` knots, sizes increasing."""
+
+
+def efficiency_at(curve: Efficiency, nbytes: np.ndarray) -> np.ndarray:
+    """The efficiency of messages of ``nbytes`` bytes: linear in log2(size) between the knots of
+    ``curve``, the end knots' values beyond them, 1.0 for an empty curve."""
+    nbytes = np.asarray(nbytes, dtype=np.float64)
+    if not curve:
+        return np.ones_like(nbytes)
+    sizes = np.log2([size for size, _ in curve])
+    values = np.array([value for _, value in curve])
+    return np.interp(np.log2(np.maximum(nbytes, 1.0)), sizes, values)
 
 
 class TopologyError(ValueError):
@@ -61,6 +77,13 @@ class LeafSpine:
     the host; ``nvlink_message_latency`` the α of traffic inside a host. ``link_latency`` is
     the propagation latency of each NIC-tier and spine-tier link; NVLink hops add none (their
     cost is inside ``nvlink_message_latency``).
+
+    ``nic_efficiency`` and ``nvlink_efficiency`` are small-message efficiency curves of the two
+    tiers (:data:`Efficiency`, empty = 1 everywhere): a message of ``m`` bytes whose tier
+    bandwidth is ``B`` and efficiency ``η(m)`` waits ``m/B · (1/η − 1)`` longer before it moves,
+    so alone on an idle path it takes exactly ``α + m/(η·B)``. The wait occupies no link: under
+    contention it does not take bandwidth from other flows (protocol and pipeline overheads,
+    not a slower wire). Fitted by ``moesim calibrate``.
     """
 
     leaves: int
@@ -74,6 +97,8 @@ class LeafSpine:
     message_latency: float = DEFAULT_MESSAGE_LATENCY
     nvlink_message_latency: float = DEFAULT_NVLINK_MESSAGE_LATENCY
     rail_optimized: bool = False
+    nic_efficiency: Efficiency = ()
+    nvlink_efficiency: Efficiency = ()
 
     @property
     def hosts(self) -> int:
@@ -100,6 +125,14 @@ def validate(spec: LeafSpine) -> None:
         value = getattr(spec, name)
         if not value >= 0:
             raise TopologyError(name, f"must be a non-negative time, got {value!r} s")
+    for name in ("nic_efficiency", "nvlink_efficiency"):
+        curve = getattr(spec, name)
+        sizes = [size for size, _ in curve]
+        if any(not size > 0 for size in sizes) or any(np.diff(sizes) <= 0):
+            raise TopologyError(name, f"knot sizes must be positive and increasing, got {sizes}")
+        for size, value in curve:
+            if not 0 < value <= 1:
+                raise TopologyError(name, f"efficiency at {size:g} B must be in (0, 1], got {value!r}")
     if spec.rail_optimized and spec.leaves % spec.gpus_per_host != 0:
         raise TopologyError(
             "leaves",

@@ -20,14 +20,29 @@ reduce-scatter ``(p-1)α + size·(p-1)/p / B``; direct all-to-all ``α + (bytes 
 
 Hierarchical all-reduce: intra-host ring reduce-scatter, then one ring all-reduce per rail (local
 GPU index) across hosts on ``size/g`` bytes, then intra-host ring all-gather.
+
+Pipelined all-reduce (NCCL-like on NVSwitch hosts): the buffer is cut into ``c`` chunks; each
+goes through a direct reduce-scatter inside its host (every GPU sends ``1/g`` of the chunk to
+each of its ``g-1`` peers at once), a ring all-reduce per rail across the ``h`` hosts (``2(h-1)``
+steps of ``chunk/(g·h)``) and a direct all-gather inside the host, and chunk ``j`` enters its
+first phase at step ``j``. So NVLink and NIC phases of different chunks overlap, and the time
+tends to that of the busiest tier alone. ``c`` is the depth that minimises the pipeline's own
+α-β time ``(c + K - 1)(α + T/c)`` (``K`` phases per chunk, ``T`` the bottleneck tier's bytes per
+GPU over its bandwidth, α its per-message latency): ``c = sqrt((K - 1)·T/α)``, rounded, between 1
+and :data:`MAX_CHUNKS`. A chunk's messages therefore grow with the buffer at every size.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
 from simulator.ops import Collective, Schedule
 from topologies.leaf_spine import LeafSpine
+
+MAX_CHUNKS = 64
+"""Most chunks the pipelined all-reduce cuts a buffer into."""
 
 OPS = ("all_to_all", "all_gather", "reduce_scatter", "all_reduce", "send_recv", "permutation", "shift")
 
@@ -91,13 +106,26 @@ def reduce_scatter(ranks: np.ndarray, size: float) -> Schedule:
     return _schedule("reduce_scatter/ring", ranks, ring_steps(ranks, size / p, p - 1))
 
 
-def all_reduce(ranks: np.ndarray, size: float, algorithm: str = "ring", gpus_per_host: int = 1) -> Schedule:
-    """All-reduce of ``size`` bytes per rank, ``ring`` or ``hierarchical`` (see module docstring)."""
+def all_reduce(
+    ranks: np.ndarray,
+    size: float,
+    algorithm: str = "ring",
+    gpus_per_host: int = 1,
+    spec: LeafSpine | None = None,
+) -> Schedule:
+    """All-reduce of ``size`` bytes per rank: ``ring``, ``hierarchical`` or ``pipelined`` (whose
+    chunking follows the fabric ``spec``'s latencies and bandwidths); see the module docstring."""
     p = ranks.shape[0]
     if algorithm == "ring":
         return _schedule("all_reduce/ring", ranks, ring_steps(ranks, size / p, 2 * (p - 1)))
+    if algorithm == "pipelined":
+        if spec is None:
+            raise ValueError("a pipelined all_reduce needs the fabric spec (it sets the chunking)")
+        return pipelined_all_reduce(ranks, size, spec)
     if algorithm != "hierarchical":
-        raise ValueError(f'"{algorithm}" is not an all_reduce algorithm (try ring or hierarchical)')
+        raise ValueError(
+            f'"{algorithm}" is not an all_reduce algorithm (try ring, hierarchical or pipelined)'
+        )
     hosts = ranks // gpus_per_host
     host_ids = np.unique(hosts)
     local = np.array([np.sum(hosts == h) for h in host_ids])
@@ -115,6 +143,54 @@ def all_reduce(ranks: np.ndarray, size: float, algorithm: str = "ring", gpus_per
     for row in grid:
         parts += ring_steps(row, size / g, g - 1, last_first)
     return _schedule("all_reduce/hierarchical", ranks, parts)
+
+
+def pipeline_chunks(phases: int, bottleneck_time: float, alpha: float) -> int:
+    """The pipeline depth minimising ``(c + phases - 1)(alpha + bottleneck_time / c)``, rounded and
+    clamped to ``[1, MAX_CHUNKS]`` (``MAX_CHUNKS`` when ``alpha`` is 0)."""
+    if phases <= 1 or bottleneck_time <= 0:
+        return 1
+    if alpha <= 0:
+        return MAX_CHUNKS
+    return int(min(MAX_CHUNKS, max(1, round(math.sqrt((phases - 1) * bottleneck_time / alpha)))))
+
+
+def pipelined_all_reduce(ranks: np.ndarray, size: float, spec: LeafSpine) -> Schedule:
+    """Pipelined hierarchical all-reduce of ``size`` bytes per rank on ``spec`` (module docstring)."""
+    gpus_per_host = spec.gpus_per_host
+    hosts = ranks // gpus_per_host
+    host_ids = np.unique(hosts)
+    local = np.array([np.sum(hosts == h) for h in host_ids])
+    if np.any(local != local[0]):
+        raise ValueError("pipelined all_reduce needs the same number of ranks on every host")
+    g, h = int(local[0]), host_ids.shape[0]
+    grid = ranks.reshape(h, g)
+    inter = 2 * (h - 1)
+    phases = inter + (2 if g > 1 else 0)
+    nvlink_time = 2 * size * (g - 1) / g / spec.nvlink_bandwidth
+    nic_time = 2 * size * (h - 1) / (g * h) / spec.nic_bandwidth
+    if nic_time >= nvlink_time:
+        chunks = pipeline_chunks(phases, nic_time, spec.message_latency)
+    else:
+        chunks = pipeline_chunks(phases, nvlink_time, spec.nvlink_message_latency)
+    piece = size / chunks
+    pairs_src = np.repeat(grid, g, axis=1).reshape(-1)  # every ordered pair inside each host
+    pairs_dst = np.tile(grid, (1, g)).reshape(-1)
+    off = pairs_src != pairs_dst
+    pairs_src, pairs_dst = pairs_src[off], pairs_dst[off]
+    inter = 2 * (h - 1)
+    parts: list = []
+    for j in range(chunks):
+        step = j
+        if g > 1:
+            parts.append((pairs_src, pairs_dst, piece / g, step))
+            step += 1
+        for rail in range(g):
+            parts += ring_steps(grid[:, rail], piece / (g * h), inter, step)
+        step += inter
+        if g > 1:
+            parts.append((pairs_src, pairs_dst, piece / g, step))
+    return _schedule("all_reduce/pipelined", ranks, parts)
 
 
 def send_recv(ranks: np.ndarray, size: float) -> Schedule:
@@ -176,7 +252,7 @@ def collective_schedule(
             raise ValueError(f'"{algorithm}" is not an {op} algorithm (try ring)')
         return all_gather(members, size) if op == "all_gather" else reduce_scatter(members, size)
     if op == "all_reduce":
-        return all_reduce(members, size, algorithm or "ring", g)
+        return all_reduce(members, size, algorithm or "ring", g, spec)
     if op == "send_recv":
         return send_recv(members, size)
     if op == "permutation":
