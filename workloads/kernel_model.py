@@ -14,9 +14,12 @@ the fraction of the roofline a real kernel reaches (calibrate it against kernel 
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,84 @@ class RooflineGEMM:
         times = self.expert_time(tokens_per_expert, hidden, ffn)
         return float(times.sum() + (self.launch if np.any(np.asarray(tokens_per_expert) > 0) else 0.0))
 
+    def gemm_time(self, m: np.ndarray, n: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Seconds for one GEMM kernel ``[m, k] x [k, n]`` (arrays in, array out; ``m = 0`` costs 0 s).
+
+        ``launch + max(2 m n k / peak, (m k + k n + m n) * bytes_per_element / bandwidth) /
+        efficiency``: one launch per kernel, every operand read or written once.
+        """
+        m, n, k = (np.asarray(x, dtype=np.float64) for x in (m, n, k))
+        flops = 2.0 * m * n * k
+        moved = (m * k + k * n + m * n) * self.bytes_per_element
+        roof = np.maximum(flops / self.gpu.flops[self.dtype], moved / self.gpu.memory_bandwidth)
+        return np.where(m > 0, self.launch + roof / self.efficiency, 0.0)
+
 
 class KernelTableError(ValueError):
     """A malformed kernel-timing table; the message names the line."""
+
+
+KERNEL_TABLE_COLUMNS = ("op", "m", "n", "k", "dtype", "time_us")
+"""The columns of a kernel-timing CSV, in the order they are written."""
+
+
+def read_kernel_table(path: str | Path) -> pd.DataFrame:
+    """Read a kernel-timing CSV: one measured GEMM per row.
+
+    Format: a header line naming the columns ``op,m,n,k,dtype,time_us`` (written in that order; any
+    order is read), then one row per measured GEMM ``[m, k] x [k, n]``: ``op`` free text (such as
+    ``gemm``), ``m``, ``n``, ``k`` positive whole numbers, ``dtype`` the input type (``bf16``,
+    ``fp16``, ``fp8``, ...), ``time_us`` the kernel's time in **microseconds** (positive). Blank lines
+    are skipped.
+
+    Returns:
+        A DataFrame with columns op, m, n, k (int64), dtype and time_us (float64, microseconds), in
+        file order.
+
+    Raises:
+        KernelTableError: unreadable file, a header with unknown or missing columns, a row that is not
+            six fields with whole m, n, k and a numeric time, a non-positive size or time, or no row.
+            The message is one line naming the file and line.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            lines = list(csv.reader(handle))
+    except OSError as err:
+        raise KernelTableError(f"{path}: cannot read the kernel table ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise KernelTableError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    expected = ",".join(KERNEL_TABLE_COLUMNS)
+    header = [h.strip() for h in (lines[0] if lines else [])]
+    unknown = [h for h in header if h not in KERNEL_TABLE_COLUMNS]
+    missing = [c for c in KERNEL_TABLE_COLUMNS if c not in header]
+    if unknown or missing or len(header) != len(KERNEL_TABLE_COLUMNS):
+        what = "unknown " + ", ".join(unknown) if unknown else "missing " + ", ".join(missing)
+        raise KernelTableError(
+            f"{path}: line 1 must be the header {expected}, got {','.join(header)!r} "
+            f"({what if unknown or missing else 'repeated columns'})"
+        )
+    where = [header.index(c) for c in KERNEL_TABLE_COLUMNS]
+    records: list[tuple[str, int, int, int, str, float]] = []
+    for number, row in enumerate(lines[1:], start=2):
+        if not "".join(row).strip():
+            continue
+        try:
+            if len(row) != len(header):
+                raise ValueError
+            op, m, n, k, kind, time_us = (row[i].strip() for i in where)
+            m_, n_, k_, t_ = int(m), int(n), int(k), float(time_us)
+        except ValueError:
+            raise KernelTableError(
+                f"{path}: line {number}: expected {expected} with whole m, n, k and a time, "
+                f"got {','.join(row)!r}"
+            ) from None
+        if m_ <= 0 or n_ <= 0 or k_ <= 0 or not 0 < t_ < float("inf"):
+            raise KernelTableError(f"{path}: line {number}: m, n, k and time_us must be positive")
+        records.append((op, m_, n_, k_, kind, t_))
+    if not records:
+        raise KernelTableError(f"{path}: no timing rows")
+    table = pd.DataFrame.from_records(records, columns=list(KERNEL_TABLE_COLUMNS))
+    return table.astype({"m": "int64", "n": "int64", "k": "int64", "time_us": "float64"})
 
 
 @dataclass(frozen=True)
@@ -98,41 +176,16 @@ class MeasuredGEMM:
 
     @classmethod
     def from_csv(cls, path: str, dtype: str = "bf16", launch: float = 5e-6) -> MeasuredGEMM:
-        """Read a kernel-timing CSV (see the class docstring)."""
-        import csv
-
-        groups: dict[tuple[int, int, str], list[tuple[int, float]]] = {}
-        try:
-            handle = open(path, newline="")  # noqa: SIM115
-        except OSError as err:
-            raise KernelTableError(f"{path}: cannot read the kernel table ({err.strerror})") from None
-        with handle:
-            reader = csv.reader(handle)
-            header = [h.strip() for h in next(reader, [])]
-            if header != ["op", "m", "n", "k", "dtype", "time_us"]:
-                raise KernelTableError(
-                    f"{path}: line 1 must be the header op,m,n,k,dtype,time_us, got {header}"
-                )
-            for number, row in enumerate(reader, start=2):
-                if not row or not "".join(row).strip():
-                    continue
-                try:
-                    _, m, n, k, kind, time_us = (c.strip() for c in row)
-                    m_, n_, k_, t_ = int(m), int(n), int(k), float(time_us)
-                except ValueError:
-                    raise KernelTableError(
-                        f"{path}: line {number}: expected op,m,n,k,dtype,time_us with whole m, n, k "
-                        f"and a time, got {','.join(row)!r}"
-                    ) from None
-                if m_ <= 0 or n_ <= 0 or k_ <= 0 or not t_ > 0:
-                    raise KernelTableError(f"{path}: line {number}: m, n, k and time_us must be positive")
-                groups.setdefault((n_, k_, kind), []).append((m_, t_ * 1e-6))
-        if not groups:
-            raise KernelTableError(f"{path}: no timing rows")
+        """Read a kernel-timing CSV (format: :func:`read_kernel_table`)."""
+        table = read_kernel_table(path)
         rows = {}
-        for key, points in groups.items():
-            points.sort()
-            rows[key] = (np.array([p[0] for p in points], dtype=np.float64), np.array([p[1] for p in points]))
+        for key, group in table.groupby(["n", "k", "dtype"], sort=True):
+            group = group.sort_values(["m", "time_us"], kind="stable")
+            n, k, kind = key
+            rows[(int(n), int(k), str(kind))] = (
+                group["m"].to_numpy(dtype=np.float64),
+                group["time_us"].to_numpy(dtype=np.float64) * 1e-6,
+            )
         return cls(rows, dtype, launch)
 
     def _gemm(self, tokens: np.ndarray, n: int, k: int) -> np.ndarray:
