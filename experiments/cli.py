@@ -10,6 +10,8 @@
     moesim trace collect --model PATH --text FILE --out T.npz [options]
     moesim replay TRACE.json --topology EXPERIMENT.yaml [options]
     moesim place --trace T.npz --topology EXPERIMENT.yaml --method M --out placement.json [options]
+    moesim calibrate LOGS... --topology EXPERIMENT.yaml --out calibrated.yaml [--holdout ...]
+    moesim microbench --out DIR [options]   (on a GPU machine; torchrun for NCCL sweeps)
 
 Bad input ends with one line on stderr naming the field and the fix, and exit status 2. A run
 whose points all succeed exits 0; one where some point failed exits 1 (the others are saved).
@@ -48,10 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("experiment", type=Path, help="experiment YAML file")
     report = commands.add_parser("report", help="write DIR/report.html from a results directory")
     report.add_argument("out", type=Path, help="results directory")
-    place = commands.add_parser(
-        "place", add_help=False, help="compute an expert placement from a trace: 'moesim place --help'"
-    )
-    place.add_argument("options", nargs=argparse.REMAINDER, help="--trace T.npz --topology X.yaml ...")
+    for name, text in (
+        ("place", "compute an expert placement from a trace: 'moesim place --help'"),
+        ("calibrate", "fit the fabric to nccl-tests logs: 'moesim calibrate --help'"),
+        ("microbench", "measure GEMMs, copies and NCCL on a GPU machine: 'moesim microbench --help'"),
+    ):
+        commands.add_parser(name, add_help=False, help=text)
     replay = commands.add_parser(
         "replay", add_help=False, help="replay a PyTorch profiler trace on a fabric: 'moesim replay --help'"
     )
@@ -145,6 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["place"]:  # all of its arguments are options, which REMAINDER would not take
         return place_main(argv[1:])
+    if argv[:1] == ["calibrate"]:
+        from experiments.calibrate_command import main as calibrate_main
+
+        return calibrate_main(argv[1:])
+    if argv[:1] == ["microbench"]:
+        from experiments.microbench_command import main as microbench_main
+
+        return microbench_main(argv[1:])
     try:
         args = _parser().parse_args(argv)
         commands = {
