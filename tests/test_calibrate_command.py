@@ -3,6 +3,8 @@ report, table) and bad input (exit 2, one line, nothing written)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -31,9 +33,6 @@ def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
         "--holdout",
         "alternate",
     ]
-    import contextlib
-    import io
-
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(argv) == 0
