@@ -96,7 +96,7 @@ def placement_document(
     }
 
 
-def _key(point: Experiment) -> str:
+def ilp_placement_key(point: Experiment) -> str:
     """What an ILP placement depends on: the trace, the fit share, the fabric, the ILP settings."""
     relevant = point.model_dump(mode="json", include={"workload", "topology", "placement_fit", "ilp"})
     work = point.workload
@@ -119,7 +119,7 @@ def presolve(points: list[Experiment], out: Path) -> list[Experiment]:
         if point.workload.kind != "moe" or placement_method(point.placement) != ("ilp", None):
             solved.append(point)
             continue
-        path = Path(out) / "placements" / f"ilp-{_key(point)}.json"
+        path = Path(out) / "placements" / f"ilp-{ilp_placement_key(point)}.json"
         if not path.is_file():
             spec = point.topology.spec()
             fit, _ = fit_and_run_traces(point_trace(point), point.placement_fit)
