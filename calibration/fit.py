@@ -55,8 +55,8 @@ EDGE_ROWS = 3
 MIN_EFFICIENCY = 0.005
 """Lowest efficiency the fit will assign to a size."""
 LATENCY_BOUND = 0.1
-"""α is fitted only when the smallest row's time without latency is below this share of its
-measured time (latency-bound); otherwise the topology's α is kept."""
+"""α is fitted only when the tier's bandwidth term of the smallest row is below this share of its
+measured time (the row is latency-bound); otherwise the topology's α is kept."""
 SENSITIVE = 0.01
 """A row informs the efficiency curve when halving η slows it by more than this (relative)."""
 
@@ -174,7 +174,9 @@ def _fit_alpha(spec: LeafSpine, tier: str, rows: pd.DataFrame, measured: np.ndar
     kept = getattr(spec, field)
     low, high = 1e-7, 1e-5  # two small α (not 0: a pipelined schedule chunks finer as α -> 0)
     base = simulated_times(_with(spec, tier, alpha=low), rows)
-    if base[0] > LATENCY_BOUND * measured[0]:  # not latency-bound: α is not identifiable from these rows
+    bandwidth = getattr(spec, _TIER_FIELDS[tier][1])
+    fast = simulated_times(_with(spec, tier, alpha=low, bandwidth=bandwidth * 1e3), rows.iloc[:1])
+    if base[0] - fast[0] > LATENCY_BOUND * measured[0]:  # bandwidth-bound: α is not identifiable
         return kept, False
     slope = (simulated_times(_with(spec, tier, alpha=high), rows) - base) / (high - low)
     if not np.any(slope > 0):
