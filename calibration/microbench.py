@@ -44,22 +44,11 @@ from dataclasses import dataclass, field
 import pandas as pd
 import torch
 
-from calibration.nccl_log import bus_factor
+from calibration.nccl_log import ROW_COLUMNS, bus_factor
 
 GEMM_COLUMNS = ["op", "m", "n", "k", "dtype", "time_us"]
 COPY_COLUMNS = ["src", "dst", "bytes", "time_us", "gbps"]
-NCCL_COLUMNS = [
-    "size",
-    "count",
-    "type",
-    "redop",
-    "root",
-    "placement",
-    "time_us",
-    "algbw_gbps",
-    "busbw_gbps",
-    "wrong",
-]
+NCCL_COLUMNS = list(ROW_COLUMNS)
 COLLECTIVES = ("all_reduce", "all_gather", "all_to_all")
 
 # Expert gated-MLP widths (hidden, ffn = moe_intermediate_size) from the models' configs.

@@ -106,6 +106,17 @@ def reduce_scatter(ranks: np.ndarray, size: float) -> Schedule:
     return _schedule("reduce_scatter/ring", ranks, ring_steps(ranks, size / p, p - 1))
 
 
+def host_grid(ranks: np.ndarray, gpus_per_host: int, name: str) -> np.ndarray:
+    """``(hosts, ranks per host)`` grid of ``ranks`` (in GPU order, so each row is one host);
+    ValueError naming ``name`` unless every host has the same number of ranks."""
+    hosts = ranks // gpus_per_host
+    host_ids = np.unique(hosts)
+    local = np.array([np.sum(hosts == h) for h in host_ids])
+    if np.any(local != local[0]):
+        raise ValueError(f"{name} needs the same number of ranks on every host")
+    return ranks.reshape(host_ids.shape[0], int(local[0]))
+
+
 def all_reduce(
     ranks: np.ndarray,
     size: float,
@@ -126,13 +137,8 @@ def all_reduce(
         raise ValueError(
             f'"{algorithm}" is not an all_reduce algorithm (try ring, hierarchical or pipelined)'
         )
-    hosts = ranks // gpus_per_host
-    host_ids = np.unique(hosts)
-    local = np.array([np.sum(hosts == h) for h in host_ids])
-    if np.any(local != local[0]):
-        raise ValueError("hierarchical all_reduce needs the same number of ranks on every host")
-    g, h = int(local[0]), host_ids.shape[0]
-    grid = ranks.reshape(h, g)  # ranks are in GPU order, so each row is one host
+    grid = host_grid(ranks, gpus_per_host, "hierarchical all_reduce")
+    h, g = grid.shape
     parts: list = []
     for row in grid:
         parts += ring_steps(row, size / g, g - 1)
@@ -157,14 +163,8 @@ def pipeline_chunks(phases: int, bottleneck_time: float, alpha: float) -> int:
 
 def pipelined_all_reduce(ranks: np.ndarray, size: float, spec: LeafSpine) -> Schedule:
     """Pipelined hierarchical all-reduce of ``size`` bytes per rank on ``spec`` (module docstring)."""
-    gpus_per_host = spec.gpus_per_host
-    hosts = ranks // gpus_per_host
-    host_ids = np.unique(hosts)
-    local = np.array([np.sum(hosts == h) for h in host_ids])
-    if np.any(local != local[0]):
-        raise ValueError("pipelined all_reduce needs the same number of ranks on every host")
-    g, h = int(local[0]), host_ids.shape[0]
-    grid = ranks.reshape(h, g)
+    grid = host_grid(ranks, spec.gpus_per_host, "pipelined all_reduce")
+    h, g = grid.shape
     inter = 2 * (h - 1)
     phases = inter + (2 if g > 1 else 0)
     nvlink_time = 2 * size * (g - 1) / g / spec.nvlink_bandwidth
