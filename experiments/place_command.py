@@ -49,11 +49,17 @@ def _parser() -> argparse.ArgumentParser:
         "--fit", type=float, default=None, help="fit on this share of the batches (0-1), score the rest"
     )
     parser.add_argument("--seed", type=whole(0), default=0, help="seed of the random method")
+    parser.add_argument(
+        "--token-home",
+        choices=("source", "top_expert"),
+        default="source",
+        help="the execution the ILP's affinity term follows (as workload.token_home)",
+    )
     return parser
 
 
-def _scores(label: str, placement, trace, spec) -> str:  # noqa: ANN001 - internal formatting
-    scored = evaluate(placement, placement_stats(trace), spec)
+def _scores(label: str, placement, trace, spec, affinity: str) -> str:  # noqa: ANN001 - internal formatting
+    scored = evaluate(placement, placement_stats(trace, affinity), spec)
     return (
         f"{label}: {trace.tokens} tokens, max/mean GPU load {scored['mean_load_ratio']:.3f} "
         f"(worst layer {scored['max_load_ratio']:.3f}), cross-host affinity copies "
@@ -88,8 +94,11 @@ def _run(argv: Sequence[str] | None) -> int:
     except ValueError as err:
         raise UsageError(f"moesim place: --fit: {err}") from None
     settings = IlpConfig(lam=args.lam, time_limit=limit, solver=args.solver, decompose=args.decompose)
-    placement, info = make_placement(args.method, fit, spec, seed=args.seed, ilp=settings)
-    document = placement_document(placement, info, fit, spec)
+    placement, info = make_placement(
+        args.method, fit, spec, seed=args.seed, ilp=settings, token_home=args.token_home
+    )
+    affinity = "home" if args.token_home == "top_expert" else "slot"
+    document = placement_document(placement, info, fit, spec, affinity)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(json.dumps(document, indent=1))
@@ -101,9 +110,9 @@ def _run(argv: Sequence[str] | None) -> int:
             f"bound {report['best_bound']:.6g}, gap {report['gap']:.2%}, {report['status']}, "
             f"{report['solve_seconds']:.1f} s; warm start {report['warm_objective']:.6g}"
         )
-    print(_scores("fit" if args.fit is not None else "trace", placement, fit, spec))
+    print(_scores("fit" if args.fit is not None else "trace", placement, fit, spec, affinity))
     if args.fit is not None:
-        print(_scores("held out", placement, held_out, spec))
+        print(_scores("held out", placement, held_out, spec, affinity))
     print(f"wrote {args.out}")
     return 0
 

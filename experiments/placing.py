@@ -42,9 +42,12 @@ def make_placement(
     *,
     seed: int = 0,
     ilp: IlpConfig | None = None,
+    token_home: str = "source",
 ) -> tuple[Placement, dict[str, Any]]:
     """Run placement ``method`` (a name of :data:`experiments.config.PLACEMENT_METHODS`, ``eplb:N``)
-    on the statistics of ``trace`` for fabric ``spec``.
+    on the statistics of ``trace`` for fabric ``spec``. With ``token_home: top_expert`` the ILP's
+    affinity term counts the moves that execution makes (first expert to every next expert,
+    ``placement_stats(affinity="home")``); otherwise slot-matched transitions.
 
     Returns ``(placement, info)``; ``info`` is JSON-able: for ``ilp`` the solver's report
     (objective, best bound, gap, status, seconds ...), else empty.
@@ -59,7 +62,7 @@ def make_placement(
     name, replicas = parsed
     if name == "round_robin":
         return round_robin(trace.num_experts, trace.gpus, trace.layers), {}
-    stats = placement_stats(trace)
+    stats = placement_stats(trace, "home" if token_home == "top_expert" else "slot")
     if name == "ilp":
         settings = ilp or IlpConfig()
         placement, report = ilp_placement(
@@ -77,11 +80,11 @@ def make_placement(
 
 
 def placement_document(
-    placement: Placement, info: dict[str, Any], fit: RoutingTrace, spec: LeafSpine
+    placement: Placement, info: dict[str, Any], fit: RoutingTrace, spec: LeafSpine, affinity: str = "slot"
 ) -> dict[str, Any]:
     """The JSON written for a solved placement: :meth:`Placement.to_json` plus ``info`` and how it
     scores on the trace it was fitted on (max/mean GPU load, cross-host token copies)."""
-    scored = evaluate(placement, placement_stats(fit), spec)
+    scored = evaluate(placement, placement_stats(fit, affinity), spec)
     keep = (
         "max_load_ratio",
         "mean_load_ratio",
@@ -123,8 +126,11 @@ def presolve(points: list[Experiment], out: Path) -> list[Experiment]:
         if not path.is_file():
             spec = point.topology.spec()
             fit, _ = fit_and_run_traces(point_trace(point), point.placement_fit)
-            placement, info = make_placement("ilp", fit, spec, seed=point.seed, ilp=point.ilp)
-            document = placement_document(placement, info, fit, spec)
+            placement, info = make_placement(
+                "ilp", fit, spec, seed=point.seed, ilp=point.ilp, token_home=point.workload.token_home
+            )
+            affinity = "home" if point.workload.token_home == "top_expert" else "slot"
+            document = placement_document(placement, info, fit, spec, affinity)
             path.parent.mkdir(parents=True, exist_ok=True)
             text = json.dumps(document, indent=1)
             write_atomic(path, lambda tmp, text=text: tmp.write_text(text))

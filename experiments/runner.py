@@ -109,7 +109,8 @@ def point_placement(point: Experiment, fit: RoutingTrace) -> Placement:
     if placement_method(point.placement) is None:
         return load_placement(point.placement, fit.num_experts, fit.layers, fit.gpus)
     spec = point.topology.spec()
-    return make_placement(point.placement, fit, spec, seed=point.seed, ilp=point.ilp)[0]
+    home = point.workload.token_home
+    return make_placement(point.placement, fit, spec, seed=point.seed, ilp=point.ilp, token_home=home)[0]
 
 
 @functools.lru_cache(maxsize=4)

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from placement.layout import Placement, PlacementError
-from workloads.routing_trace import RoutingTrace, expert_load, gpu_expert_tokens, transitions
+from workloads.routing_trace import (
+    RoutingTrace,
+    expert_load,
+    gpu_expert_tokens,
+    home_transitions,
+    transitions,
+)
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,19 @@ class PlacementStats:
             object.__setattr__(self, name, view)
 
 
-def placement_stats(trace: RoutingTrace) -> PlacementStats:
-    """The :class:`PlacementStats` of ``trace`` (all its tokens)."""
+def placement_stats(trace: RoutingTrace, affinity: str = "slot") -> PlacementStats:
+    """The :class:`PlacementStats` of ``trace`` (all its tokens).
+
+    ``affinity`` says which inter-layer moves ``transitions`` counts: ``slot`` (a token's i-th
+    expert to its i-th at the next layer, :func:`~workloads.routing_trace.transitions`) or
+    ``home`` (its first expert to each of its next experts,
+    :func:`~workloads.routing_trace.home_transitions`: the moves of ``token_home: top_expert``).
+    """
+    if affinity not in ("slot", "home"):
+        raise ValueError(f"placement_stats: affinity must be slot or home, got {affinity!r}")
     e = trace.num_experts
-    pairs = [transitions(trace, layer) for layer in range(trace.layers - 1)]
+    count = transitions if affinity == "slot" else home_transitions
+    pairs = [count(trace, layer) for layer in range(trace.layers - 1)]
     return PlacementStats(
         load=expert_load(trace),
         transitions=np.stack(pairs) if pairs else np.zeros((0, e, e), dtype=np.int64),

@@ -245,3 +245,26 @@ def test_top_expert_home_pays_for_tokens_that_change_gpu() -> None:
             bytes_per_element=2,
             token_home="elsewhere",
         )
+
+
+def test_home_transitions_count_first_expert_to_every_next_expert() -> None:
+    from placement.stats import placement_stats
+    from workloads.routing_trace import home_transitions, transitions
+
+    trace = RoutingTrace(
+        experts=np.array([[[0, 1], [2, 3]], [[2, 3], [0, 1]]]),
+        source_gpu=np.array([0, 1], dtype=np.int32),
+        num_experts=4,
+        top_k=2,
+        layers=2,
+        gpus=2,
+        hidden=8,
+        bytes_per_element=2,
+    )
+    home = home_transitions(trace, 0)
+    assert home[0].tolist() == [0, 0, 1, 1] and home[2].tolist() == [1, 1, 0, 0]
+    assert home[1].sum() == 0 and home[3].sum() == 0  # only first experts are homes
+    assert transitions(trace, 0)[1].tolist() == [0, 0, 0, 1]  # slot-matched: 1 -> 3
+    assert placement_stats(trace, "home").transitions[0].tolist() == home.tolist()
+    with pytest.raises(ValueError, match="slot or home"):
+        placement_stats(trace, "nearest")

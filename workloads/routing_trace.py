@@ -542,6 +542,21 @@ def transitions(trace: RoutingTrace, layer: int) -> np.ndarray:
     return np.bincount(codes, minlength=e * e).reshape(e, e)
 
 
+def home_transitions(trace: RoutingTrace, layer: int) -> np.ndarray:
+    """(experts, experts) int64: how often a token whose first (highest-gate) expert at ``layer`` is
+    ``e`` chooses ``e'`` at ``layer + 1`` (any slot).
+
+    These are the moves of ExFlow-style execution (``token_home: top_expert``): the token lives on
+    its first expert's GPU between layers and is dispatched from there to all its next experts.
+    """
+    if not 0 <= layer < trace.layers - 1:
+        raise ValueError(f"home_transitions: layer {layer} is out of range [0, {trace.layers - 1})")
+    e = trace.num_experts
+    home = trace.experts[layer][:, :1].astype(np.int64)
+    codes = home * e + trace.experts[layer + 1]
+    return np.bincount(codes.ravel(), minlength=e * e).reshape(e, e)
+
+
 def gpu_expert_tokens(trace: RoutingTrace, layer: int) -> np.ndarray:
     """(gpus, experts) int64: tokens each source GPU sends to each expert in ``layer``."""
     if not 0 <= layer < trace.layers:
