@@ -17,7 +17,7 @@ import pandas as pd
 
 from experiments.config import ConfigError, Experiment, SynthConfig, placement_method
 from experiments.placing import fit_and_run_traces, make_placement, saved_placement
-from placement.ilp import _highs_available as highs_available  # TODO rename after ilp.py settles
+from placement.ilp import highs_available
 from placement.layout import Placement, PlacementError, load_placement, round_robin
 from placement.stats import evaluate, placement_stats
 from simulator.engine import SimResult, simulate

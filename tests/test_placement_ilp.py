@@ -1,16 +1,39 @@
-"""The ILP expert placement: exact on a brute-forced instance, never worse than its warm start."""
+"""The ILP expert placement: exact on a brute-forced instance, never worse than its warm start.
+
+The solver tests run with CBC and, when ``highspy`` is installed, with HiGHS; the bound tests
+check :func:`lower_bound`, :func:`colocated_bound` and the reported ``best_bound`` against
+enumeration on small random instances.
+"""
 
 from __future__ import annotations
+
+import importlib.util
 
 import numpy as np
 import pytest
 
-from placement.ilp import IlpReport, cost_tiers, ilp_placement, lower_bound, placement_objective
+from placement.ilp import (
+    IlpReport,
+    _cbc_bound,
+    _chain_start,
+    _Problem,
+    colocated_bound,
+    cost_tiers,
+    ilp_placement,
+    lower_bound,
+    placement_objective,
+)
 from placement.layout import Placement, PlacementError, round_robin
 from placement.methods import greedy, random_placement
 from placement.stats import evaluate, gpu_cost, placement_stats
 from topologies.leaf_spine import LeafSpine
 from workloads.synthetic_trace import synth_trace
+
+HAS_HIGHS = importlib.util.find_spec("highspy") is not None
+SOLVERS = [
+    "cbc",
+    pytest.param("highs", marks=pytest.mark.skipif(not HAS_HIGHS, reason="highspy not installed")),
+]
 
 
 def fabric(gpus: int, gpus_per_host: int) -> LeafSpine:
@@ -104,10 +127,10 @@ def brute_force(stats, cost: np.ndarray, lam: float) -> float:
     return float(best.min())
 
 
-@pytest.fixture(scope="module")
-def small():
+@pytest.fixture(scope="module", params=SOLVERS)
+def small(request):
     stats, cost = instance(8, 4, 3)
-    placement, report = ilp_placement(stats, cost, time_limit=50)
+    placement, report = ilp_placement(stats, cost, time_limit=50, solver=request.param)
     return stats, cost, placement, report
 
 
@@ -133,22 +156,28 @@ def test_placement_valid_and_report_sane(small) -> None:
     assert report.gap >= 0 and report.best_bound <= report.objective + 1e-9
     assert report.gap == pytest.approx(0.0, abs=1e-6)
     assert report.solver in ("cbc", "highs") and report.decomposition == "none"
+    assert report.bound_source == "solver" and report.start in ("warm_start", "chains")
     assert report.objective <= report.warm_objective
     assert report.solve_seconds > 0
 
 
 def test_deterministic(small) -> None:
     stats, cost, placement, report = small
-    again, second = ilp_placement(stats, cost, time_limit=50)
+    again, second = ilp_placement(stats, cost, time_limit=50, solver=report.solver)
+    assert second.solver == report.solver
     assert np.array_equal(again.phy2log, placement.phy2log)
     assert second.objective == report.objective
 
 
+@pytest.mark.parametrize("solver", SOLVERS)
 @pytest.mark.parametrize("seed", [2, 3])
-def test_never_worse_than_warm_start(seed: int) -> None:
+def test_never_worse_than_warm_start(seed: int, solver: str) -> None:
     stats, cost = instance(16, 4, 3, seed=seed)
     for warm in (greedy(stats), random_placement(stats, seed=seed)):
-        placement, report = ilp_placement(stats, cost, time_limit=2, warm_start=warm, max_nodes=50)
+        placement, report = ilp_placement(
+            stats, cost, time_limit=2, warm_start=warm, max_nodes=50, solver=solver
+        )
+        assert report.solver == solver
         warm_value = numpy_objective(gpu_of(warm), stats, cost, 1.0)
         value = numpy_objective(gpu_of(placement), stats, cost, 1.0)
         assert value <= warm_value + 1e-9
@@ -160,8 +189,8 @@ def test_never_worse_than_warm_start(seed: int) -> None:
 
 
 def test_returns_warm_start_when_nothing_is_better(small) -> None:
-    stats, cost, best, _ = small
-    placement, report = ilp_placement(stats, cost, time_limit=30, warm_start=best)
+    stats, cost, best, first = small
+    placement, report = ilp_placement(stats, cost, time_limit=30, warm_start=best, solver=first.solver)
     assert report.returned == "warm_start" and placement is best
     assert report.objective == pytest.approx(report.warm_objective)
 
@@ -207,3 +236,77 @@ def test_strong_affinity_colocates_partners() -> None:
     baseline = evaluate(round_robin(16, 4, 3), stats, cost)["total_affinity_cross_host"]
     assert ours < 0.5 * baseline
     assert report.objective <= report.warm_objective
+
+
+def enumerate_colocated(r: np.ndarray, groups: int) -> float:
+    """max over balanced row and column partitions of the co-located mass, by enumeration."""
+    options = all_assignments(r.shape[0], groups)
+    onehot = np.eye(groups)[options].reshape(len(options), -1)  # index e * groups + g
+    return float((onehot @ np.kron(r, np.eye(groups)) @ onehot.T).max())
+
+
+@pytest.mark.parametrize("n,groups", [(8, 2), (8, 4), (6, 3)])
+def test_colocated_bound_is_an_upper_bound(n: int, groups: int) -> None:
+    rng = np.random.default_rng(n * 10 + groups)
+    for trial in range(8):
+        r = rng.poisson(3.0, (n, n)).astype(float)
+        if trial % 4 == 1:  # a strong matching on noise, like a synthetic trace's affinity
+            r += 20 * np.eye(n)[rng.permutation(n)]
+        elif trial % 4 == 2:  # rank one: popularity without affinity
+            r = 10 * np.outer(rng.random(n), rng.random(n))
+        elif trial % 4 == 3:  # sparse
+            r = (rng.random((n, n)) < 0.3) * rng.random((n, n))
+        exact = enumerate_colocated(r, groups)
+        bound = colocated_bound(r, n // groups, groups, iterations=40)
+        assert exact - 1e-9 <= bound <= r.sum() * (1 + 1e-8) + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lower_bound_below_brute_force(seed: int) -> None:
+    lam = [1.0, 5.0, 0.3][seed % 3]
+    stats, cost = instance(8, 4, 3, affinity=[0.3, 0.6, 0.9][seed % 3], seed=10 + seed)
+    optimum = brute_force(stats, cost, lam)
+    bound = lower_bound(stats, cost, lam)
+    assert lower_bound(stats, cost, lam, iterations=0) <= bound <= optimum + 1e-9
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_reported_bound_below_brute_force(solver: str) -> None:
+    for seed in (20, 21):  # short limits: the solver stops early, its partial bound must hold
+        stats, cost = instance(8, 4, 3, affinity=0.8, seed=seed)
+        optimum = brute_force(stats, cost, 5.0)
+        for limit, nodes in ((1.0, 1), (0.5, None)):
+            _, report = ilp_placement(stats, cost, lam=5.0, time_limit=limit, max_nodes=nodes, solver=solver)
+            assert report.best_bound <= optimum + 1e-6 * optimum
+            assert report.objective >= optimum - 1e-6 * optimum
+
+
+def test_cbc_bound_only_where_proven() -> None:
+    stopped_in_root_cuts = """Continuous objective value is 640.51344 - 0.01 seconds
+Cbc0005I Partial search - best objective 707 (best possible 6.294817e+10), took 658 iterations and 0 nodes
+Result - Stopped on time limit
+
+Objective value:                707.00000000
+Lower bound:                    62948169556.795
+Enumerated nodes:               0
+"""
+    assert _cbc_bound(stopped_in_root_cuts, "time_limit") == pytest.approx(640.51344)
+    branched = stopped_in_root_cuts.replace("62948169556.795", "650.5").replace(
+        "nodes:               0", "nodes: 12"
+    )
+    assert _cbc_bound(branched, "time_limit") == pytest.approx(650.5)
+    assert _cbc_bound("Result - Stopped on time limit\n", "time_limit") == -np.inf
+    assert _cbc_bound("Objective value:  707\n", "optimal") == pytest.approx(707, rel=1e-6)
+
+
+def test_chain_start_keeps_partners_together() -> None:
+    stats, cost = instance(16, 4, 3, affinity=0.9, seed=4)
+    problem = _Problem(stats, cost, 1.0, 1.0)
+    chained = _chain_start(problem)
+    for layer in range(3):
+        assert np.all(np.bincount(chained[layer], minlength=4) == 4)
+    heaviest = [np.argmax(stats.transitions[layer], axis=1) for layer in range(2)]
+    together = np.mean([np.mean(chained[layer + 1][heaviest[layer]] == chained[layer]) for layer in range(2)])
+    assert together > 0.9
+    _, report = ilp_placement(stats, cost, time_limit=3, decompose="layers", solver="cbc")
+    assert report.start == "chains" and report.objective <= report.warm_objective
