@@ -285,37 +285,63 @@ def ilp_table(reports: pd.DataFrame, results: pd.DataFrame) -> str:
 def affinity_table(out: Path) -> str:
     """Markdown: per trace, fabric and method, what the placement does to the fitted and the
     held-out tokens by :func:`placement.stats.evaluate`: token copies that change GPU / host
-    between consecutive layers (slot-matched transitions), the busiest GPU's tokens ÷ mean, and
-    the busiest GPU's tokens summed over layers (the ILP objective's load term).
+    between consecutive layers (home transitions, as the ILP counts them under token_home:
+    top_expert, and slot-matched ones), the busiest GPU's tokens ÷ mean, the busiest GPU's tokens
+    summed over layers, and the ILP objective split into its terms with lower_bound's values.
     Rebuilds every point's traces and placements (the ILP's from ``DIR/placements/``)."""
     _moesim_on_path()
     from experiments.placing import presolve
     from experiments.runner import point_placement, point_traces
-    from placement.stats import evaluate, placement_stats
+    from placement.ilp import lower_bound, placement_objective
+    from placement.stats import evaluate, gpu_cost, placement_stats
 
     lines = [
-        "\n**Inter-layer transitions** (token copies whose next-layer expert is on another GPU / "
-        "host, all layer pairs; fitted → held-out tokens), load ratio and busiest-GPU tokens\n",
-        "| fabric | trace | method | cross-GPU transitions | cross-host transitions | load ratio "
-        "| Σ busiest-GPU tokens |",
-        "|---|---|---|---|---|---|---|",
+        "\n**Inter-layer moves** (fitted → held-out tokens, all layer pairs): home transitions "
+        "(first expert to each next expert: the moves of token_home: top_expert) and slot-matched "
+        "pairs (i-th expert to i-th) that change GPU / host; load ratio; busiest-GPU tokens\n",
+        "| fabric | trace | method | home cross-GPU | home cross-host | all home moves | slot cross-GPU "
+        "| slot cross-host | load ratio | Σ busiest-GPU tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    objective = [
+        "\n**ILP objective on the fitted tokens** (home transitions, λ = 1): total, busiest-GPU term, "
+        "move term, and lower_bound's values for each (token-equivalents per GPU)\n",
+        "| fabric | trace | method | objective | busiest-GPU term | move term | bound | busiest-GPU bound "
+        "| move bound |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     points = [p for p in _points(out) if p.transport == TRANSPORTS[0]]
     for point in presolve(points, out):  # only reads the saved ILP placements
         fit, held_out = point_traces(point)
         placement = point_placement(point, fit)
         spec = point.topology.spec()
-        scores = [evaluate(placement, placement_stats(t), spec) for t in (fit, held_out)]
+        home = [placement_stats(t, affinity="home") for t in (fit, held_out)]
+        slot = [evaluate(placement, placement_stats(t), spec) for t in (fit, held_out)]
+        scores = [evaluate(placement, stats, spec) for stats in home]
         synth = point.workload.synth
-        cells = [
-            " → ".join(f"{s[key]:.0f}" if key != "mean_load_ratio" else f"{s[key]:.3f}" for s in scores)
-            for key in ("total_affinity_cross_gpu", "total_affinity_cross_host", "mean_load_ratio")
+        cells = [" → ".join(f"{s[key]:.0f}" for s in scores) for key in ("total_affinity_cross_gpu",)]
+        cells.append(" → ".join(f"{s['total_affinity_cross_host']:.0f}" for s in scores))
+        cells.append(" → ".join(f"{float(stats.transitions.sum()):.0f}" for stats in home))
+        cells += [
+            " → ".join(f"{s[key]:.0f}" for s in slot)
+            for key in ("total_affinity_cross_gpu", "total_affinity_cross_host")
         ]
+        cells.append(" → ".join(f"{s['mean_load_ratio']:.3f}" for s in scores))
         cells.append(" → ".join(f"{sum(s['max_gpu_load']):.0f}" for s in scores))
         fabric = fabric_name(spec.hosts, spec.gpus_per_host)
         trace = trace_name(synth.imbalance, synth.affinity)
         lines.append(f"| {fabric} | {trace} | {point.placement} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        if point.placement in ("round_robin", "random", "greedy", "ilp"):
+            cost = gpu_cost(spec, fit.gpus)
+            whole, tail = (placement_objective(placement, home[0], cost, lam) for lam in (1.0, 0.0))
+            bound, tail_bound = (lower_bound(home[0], cost, lam) for lam in (1.0, 0.0))
+            values = (whole, tail, whole - tail, bound, tail_bound, bound - tail_bound)
+            objective.append(
+                f"| {fabric} | {trace} | {point.placement} | "
+                + " | ".join(f"{v:,.0f}" for v in values)
+                + " |"
+            )
+    return "\n".join(lines + objective)
 
 
 def forward_figure(results: pd.DataFrame) -> go.Figure:
