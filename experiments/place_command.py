@@ -23,9 +23,10 @@ from experiments.arguments import Parser, UsageError, non_negative, whole
 from experiments.config import ConfigError, IlpConfig, load_experiment, placement_method
 from experiments.placing import fit_and_run_traces, make_placement, placement_document
 from experiments.units import UnitError, parse_time
-from placement.layout import PlacementError
+from placement.layout import Placement, PlacementError
 from placement.stats import evaluate, placement_stats
-from workloads.routing_trace import TraceError, load_trace
+from topologies.leaf_spine import LeafSpine
+from workloads.routing_trace import RoutingTrace, TraceError, load_trace
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _scores(label: str, placement, trace, spec, affinity: str) -> str:  # noqa: ANN001 - internal formatting
+def _scores(label: str, placement: Placement, trace: RoutingTrace, spec: LeafSpine, affinity: str) -> str:
     scored = evaluate(placement, placement_stats(trace, affinity), spec)
     return (
         f"{label}: {trace.tokens} tokens, max/mean GPU load {scored['mean_load_ratio']:.3f} "
