@@ -391,19 +391,13 @@ def written_spec(spec: LeafSpine) -> LeafSpine:
     run of the written experiment file reproduces the calibration's numbers."""
     from experiments.units import parse_bandwidth, parse_time
 
+    written = tier_values(spec)
     changes: dict[str, object] = {}
-    for (alpha, bandwidth, efficiency), written in zip(
-        _TIER_FIELDS.values(), _grouped(tier_values(spec)), strict=True
-    ):
-        changes[alpha] = parse_time(written[0])
-        changes[bandwidth] = parse_bandwidth(written[1])
-        changes[efficiency] = tuple((float(size), eta) for size, eta in sorted(written[2].items()))
+    for alpha, bandwidth, efficiency in _TIER_FIELDS.values():
+        changes[alpha] = parse_time(written[alpha])
+        changes[bandwidth] = parse_bandwidth(written[bandwidth])
+        changes[efficiency] = tuple((float(size), eta) for size, eta in sorted(written[efficiency].items()))
     return dataclasses.replace(spec, **changes)
-
-
-def _grouped(values: dict[str, object]) -> list[tuple]:
-    items = list(values.values())
-    return [tuple(items[i : i + 3]) for i in range(0, len(items), 3)]
 
 
 def _bus_factor(op: str, nranks: int) -> float:

@@ -32,6 +32,7 @@ from calibration.fit import FIT_OPS, Calibration, CalibrationError, calibrate, t
 from calibration.nccl_log import NcclLog, NcclLogError, parse_nccl_log
 from experiments.arguments import Parser, UsageError, whole
 from experiments.config import ConfigError, load_experiment, parse_experiment
+from experiments.store import write_atomic
 from experiments.units import UnitError, parse_size
 from workloads.kernel_model import GPUS, KernelTableError, read_kernel_table
 from workloads.kineto import KinetoError
@@ -188,9 +189,7 @@ def _run(argv: Sequence[str] | None) -> int:
     ]
     text = _calibrated_yaml(plan.raw, calibration, header)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(args.out)
+    write_atomic(args.out, lambda tmp: tmp.write_text(text))
     report = args.report or args.out.with_suffix(".html")
     write_calibration_report(
         calibration, report, title=f"Calibration: {args.out.name}", min_size=min_size, notes=summary + notes

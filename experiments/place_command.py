@@ -22,6 +22,7 @@ from pathlib import Path
 from experiments.arguments import Parser, UsageError, non_negative, whole
 from experiments.config import ConfigError, IlpConfig, load_experiment, placement_method
 from experiments.placing import fit_and_run_traces, make_placement, placement_document
+from experiments.store import write_atomic
 from experiments.units import UnitError, parse_time
 from placement.layout import Placement, PlacementError
 from placement.stats import evaluate, placement_stats
@@ -101,9 +102,8 @@ def _run(argv: Sequence[str] | None) -> int:
     affinity = "home" if args.token_home == "top_expert" else "slot"
     document = placement_document(placement, info, fit, spec, affinity)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=1))
-    tmp.replace(args.out)
+    text = json.dumps(document, indent=1)
+    write_atomic(args.out, lambda tmp: tmp.write_text(text))
     if "ilp" in info:
         report = info["ilp"]
         print(
