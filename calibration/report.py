@@ -32,10 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
 from calibration.fit import Calibration
-from experiments.report import CSS, PLOT_CONFIG, TEMPLATE, TRANSPORT_COLORS, format_value
+from experiments.report import TEMPLATE, TRANSPORT_COLORS, format_value, page_html, plot_div
 from experiments.store import write_atomic
 from topologies.leaf_spine import Efficiency, efficiency_at
 
@@ -511,17 +510,9 @@ INTROS = {
 def _figure_html(key: str, fig: go.Figure, intro: str) -> str:
     """A figure's heading, explanation and plot div (plotly.js is in the page's head)."""
     div_id = DIV_IDS[key]
-    plot = fig.to_html(
-        full_html=False,
-        include_plotlyjs=False,
-        div_id=div_id,
-        config=PLOT_CONFIG,
-        default_width="100%",
-        default_height=f"{fig.layout.height or 450}px",
-    )
     return (
         f"<h2 id='{div_id}-section'>{html.escape(TITLES[key])}</h2>\n<p>{html.escape(intro)}</p>\n"
-        f"<div class='figure'>{plot}</div>"
+        f"{plot_div(fig, div_id)}"
     )
 
 
@@ -575,12 +566,7 @@ def render_calibration_html(
             + "</details>",
         ]
     )
-    return (
-        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-        f"<title>{html.escape(title)}</title>\n<style>{CSS}</style>\n"
-        f"<script type='text/javascript'>{get_plotlyjs()}</script>\n</head>\n"
-        f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
-    )
+    return page_html(html.escape(title), body)
 
 
 def write_calibration_report(

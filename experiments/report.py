@@ -1135,17 +1135,33 @@ def _section_html(section: Section) -> str:
         return "\n".join(parts)
     parts.append(f"<p>{html.escape(section.intro)}</p>")
     parts += [f"<p class='note'>{html.escape(n)}</p>" for n in section.notes if n]
-    height = section.figure.layout.height or 450
-    plot = section.figure.to_html(
+    parts.append(plot_div(section.figure, div_id))
+    return "\n".join(parts)
+
+
+def plot_div(fig: go.Figure, div_id: str) -> str:
+    """A figure as a ``<div class='figure'>`` (plotly.js is inlined once in the page's head by
+    :func:`page_html`)."""
+    plot = fig.to_html(
         full_html=False,
         include_plotlyjs=False,
         div_id=div_id,
         config=PLOT_CONFIG,
         default_width="100%",
-        default_height=f"{height}px",
+        default_height=f"{fig.layout.height or 450}px",
     )
-    parts.append(f"<div class='figure'>{plot}</div>")
-    return "\n".join(parts)
+    return f"<div class='figure'>{plot}</div>"
+
+
+def page_html(title_html: str, body: str, scripts: str = "") -> str:
+    """A whole self-contained page: the report CSS and plotly.js inline, ``body`` in ``<main>``,
+    then ``scripts``. ``title_html`` is already escaped."""
+    return (
+        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
+        f"<title>{title_html}</title>\n<style>{CSS}</style>\n"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script>\n</head>\n"
+        f"<body>\n<main>\n{body}\n</main>\n{scripts}</body>\n</html>\n"
+    )
 
 
 def build_sections(res: Results) -> list[Section]:
@@ -1203,12 +1219,7 @@ def render_html(res: Results) -> str:
         ]
     )
     sync = f"<script>{SYNC_JS % json.dumps(groups)}</script>" if groups else ""
-    return (
-        "<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n"
-        f"<title>moesim report: {name}</title>\n<style>{CSS}</style>\n"
-        f"<script type='text/javascript'>{get_plotlyjs()}</script>\n</head>\n"
-        f"<body>\n<main>\n{body}\n</main>\n{sync}\n</body>\n</html>\n"
-    )
+    return page_html(f"moesim report: {name}", body, f"{sync}\n")
 
 
 def write_report(out_dir: Path) -> Path:
