@@ -200,8 +200,9 @@ def preflight(point: Experiment) -> None:
         )
 
 
-def point_programs(point: Experiment) -> dict:
-    """Per-rank (or per GPU stream) programs of a point's workload."""
+def point_programs(point: Experiment, placement: Placement | None = None) -> dict:
+    """Per-rank (or per GPU stream) programs of a point's workload (a MoE point uses ``placement``
+    when given, else :func:`point_placement`)."""
     spec = point.topology.spec()
     work = point.workload
     if work.kind == "replay":
@@ -226,7 +227,7 @@ def point_programs(point: Experiment) -> dict:
         kernel = RooflineGEMM(GPUS[work.gpu], work.dtype, int(round(work.bytes_per_element)), work.efficiency)
     return moe_programs(
         trace,
-        point_placement(point, fit),
+        placement or point_placement(point, fit),
         spec,
         kernel,
         hidden=hidden,
@@ -239,12 +240,13 @@ def point_programs(point: Experiment) -> dict:
     )
 
 
-def moe_point_metrics(point: Experiment, ops: pd.DataFrame, links: pd.DataFrame) -> dict[str, Any]:
-    """A MoE point's layer, all-to-all and expert times (:func:`workloads.moe.moe_metrics`), plus the
-    placement's token-load balance on the simulated tokens: ``load_ratio`` (mean over layers of
+def moe_point_metrics(
+    point: Experiment, placement: Placement, ops: pd.DataFrame, links: pd.DataFrame
+) -> dict[str, Any]:
+    """A MoE point's layer, all-to-all and expert times (:func:`workloads.moe.moe_metrics`), plus
+    ``placement``'s token-load balance on the simulated tokens: ``load_ratio`` (mean over layers of
     the busiest GPU's tokens over the mean) and ``fit_tokens``/``run_tokens``."""
     fit, trace = point_traces(point)
-    placement = point_placement(point, fit)
     layers = trace.layers if point.workload.layers is None else min(point.workload.layers, trace.layers)
     scored = evaluate(placement, placement_stats(trace), point.topology.spec())
     ratios = np.asarray(scored["load_ratio"][:layers], dtype=np.float64)
@@ -256,11 +258,11 @@ def moe_point_metrics(point: Experiment, ops: pd.DataFrame, links: pd.DataFrame)
     }
 
 
-def simulate_point(point: Experiment) -> SimResult:
-    """Simulate one point of an experiment."""
+def simulate_point(point: Experiment, placement: Placement | None = None) -> SimResult:
+    """Simulate one point of an experiment (a MoE point under ``placement`` when given)."""
     return simulate(
         compile_fabric(point.topology.spec()),
-        point_programs(point),
+        point_programs(point, placement),
         parse_transport(point.transport),
         seed=point.seed,
         record_timeline=point.record.timeline,
@@ -290,7 +292,8 @@ def run_point(index: int, swept: dict[str, Any], point: Experiment) -> PointResu
     wall = time.perf_counter()
     row = point_row(index, swept, point)
     try:
-        result = simulate_point(point)
+        placement = point_placement(point, point_traces(point)[0]) if point.workload.kind == "moe" else None
+        result = simulate_point(point, placement)
     except Exception as err:  # recorded, not raised: the sweep goes on
         last = traceback.format_exception_only(type(err), err)[-1].strip()
         row.update({name: np.nan for name in METRICS})
@@ -300,7 +303,7 @@ def run_point(index: int, swept: dict[str, Any], point: Experiment) -> PointResu
     row.update(result.summary())
     links = result.links()
     if point.workload.kind == "moe":
-        row.update(moe_point_metrics(point, result.ops, links))
+        row.update(moe_point_metrics(point, placement, result.ops, links))
     tables = {"links": links, "ops": result.ops}
     if point.record.flows:
         tables["flows"] = result.flows()
