@@ -114,7 +114,7 @@ def ilp_placement_key(point: Experiment) -> str:
 def presolve(points: list[Experiment], out: Path) -> list[Experiment]:
     """Solve each distinct ILP placement of ``points`` once into ``out/placements/`` (kept if already
     there) and return the points with ``placement_file`` set for those that use one."""
-    from experiments.runner import point_trace  # runner and store import this module's users
+    from experiments.runner import point_traces  # runner and store import this module's users
     from experiments.store import write_atomic
 
     solved: list[Experiment] = []
@@ -125,7 +125,7 @@ def presolve(points: list[Experiment], out: Path) -> list[Experiment]:
         path = Path(out) / "placements" / f"ilp-{ilp_placement_key(point)}.json"
         if not path.is_file():
             spec = point.topology.spec()
-            fit, _ = fit_and_run_traces(point_trace(point), point.placement_fit)
+            fit, _ = point_traces(point)
             placement, info = make_placement(
                 "ilp", fit, spec, seed=point.seed, ilp=point.ilp, token_home=point.workload.token_home
             )
