@@ -51,12 +51,14 @@ GPUs gets nearly every credit); the ``B_j`` caps make it credit at most ``cap_j`
 expert. :func:`lower_bound` is always combined with the solver's bound: per layer the tail bound,
 per layer pair and level an upper bound on ``C_j``, the smallest of the caps and a spectral bound
 (:func:`colocated_bound`: a split of the transitions into a part credited in full, the tokens that
-keep their slot's expert rank, and a rest whose co-location is bounded by its top singular values).
-On the 64 experts x 16 GPUs x 8 layers benchmark it raises the bound from 4,516 (tail 4,265 +
-traffic 251, the caps alone) to ~4,900 (traffic ~640); the best placements found have traffic ~830,
-so the gap stays ~4.5 %: the remaining gap is the affinity term, where no polynomial bound used
-here is tight (the partition's co-location of sampling noise). Read ``gap`` as an honest upper
-bound on how far from optimal the placement may be.
+keep their slot's expert rank, and a rest whose co-location is bounded by its top singular values),
+and then, summed over all pairs, the joint eigenvalue bound of
+:func:`placement.joint_bound.joint_colocated_bound` (one partition per layer serves both of its
+pairs: per-pair bounds credit the co-location of the noisy transitions once per pair, while a
+placement whose chains stay together has to win it with one partition of the chains). On the 64
+experts x 16 GPUs x 8 layers benchmark the caps alone give 4,516, the spectral per-pair bounds
+~4,900 and the joint bound ~5,005, against placements of ~5,065: a gap of ~1.2 %. Read ``gap`` as
+an honest upper bound on how far from optimal the placement may be.
 
 ``coverage`` (default 1.0: all transitions) keeps only the heaviest transitions covering that
 share of each layer pair's tokens; dropped pairs are left out of the model entirely (neither
@@ -86,29 +88,33 @@ stopped by the time limit depends on how far the machine got (pass ``max_nodes``
 deterministic work limit instead). If the solver returns nothing, or a placement no better than
 the warm start (by :func:`placement_objective`), the warm start is returned and
 ``IlpReport.returned`` is ``"warm_start"``. :func:`lower_bound` is computed first and its time
-counts against ``time_limit``.
+counts against ``time_limit``; its joint bounds stop after ``BOUND_SHARE`` of it (they then stay
+valid, only weaker, and depend on the machine's speed like a time-limited solve; the annealing
+does too unless ``anneal_moves`` is given).
 
 Decomposition and size thresholds
 ---------------------------------
-``decompose="auto"`` solves the whole model when it has at most ``MONOLITHIC_BINARIES`` (1,024)
-x variables and ``MONOLITHIC_NONZEROS`` (100k) estimated nonzeros: beyond that CBC does not
-finish even the root LP within a minute (64 experts × 16 GPUs × 8 layers: 8,192 binaries, 0.6 M
-nonzeros, root LP unfinished after 60 s; HiGHS neither, after 45 s). The whole-model solve first
-polishes the start with layer sweeps for ``PRESWEEP`` (a quarter) of the time. Larger instances
-use ``"layers"``: block-coordinate descent over layers. With the other layers fixed, layer ``l``'s affinity
-traffic is *linear* in ``x[l]`` (its partners' GPUs are known), so each step is an exact small
-ILP (an assignment with the ``T_l`` tail: ``E G`` binaries, 16k for 256 experts on 64 GPUs)
-that can only lower the objective; sweeps alternate forward and backward, re-solving a layer only
-when a neighbour changed, then try sliding windows of two layers (their mutual traffic in the
-compact quadratic form above, outer neighbours linear) when such a window has at most
-``WINDOW_NONZEROS`` nonzeros, until nothing changes or the time is up (for 64 experts on 16
-GPUs a window, ~94k nonzeros, improved nothing within its ~4 s with either solver). ``"hosts"`` assigns
+``decompose="auto"`` solves the whole model when it has at most ``MONOLITHIC_BINARIES`` (1,024) x
+variables and ``MONOLITHIC_NONZEROS`` (100k) estimated nonzeros: beyond that CBC does not finish
+even the root LP within a minute (64 experts × 16 GPUs × 8 layers: 8,192 binaries, 0.6 M nonzeros,
+root LP unfinished after 60 s; HiGHS neither, after 45 s). The whole-model solve first polishes the
+start with layer sweeps for ``PRESWEEP`` (a quarter) of the time. Larger instances use
+``"layers"``: first :func:`placement.anneal.anneal` (simulated annealing with swaps that move whole
+chain segments, which the exact layer steps below cannot: moving one expert of a chain breaks its
+links on both sides) for ``ANNEAL_SHARE`` of the time left after the bound (or ``anneal_moves``
+proposals, a work limit), then block-coordinate descent over layers. With the other layers fixed,
+layer ``l``'s affinity traffic is *linear* in ``x[l]`` (its partners' GPUs are known), so each step
+is an exact small ILP (an assignment with the ``T_l`` tail: ``E G`` binaries, 16k for 256 experts
+on 64 GPUs) that can only lower the objective; sweeps alternate forward and backward, re-solving a
+layer only when a neighbour changed, then try sliding windows of two layers (their mutual traffic
+in the compact quadratic form above, outer neighbours linear) when such a window has at most
+``WINDOW_NONZEROS`` nonzeros, until nothing changes or the time is up (for 64 experts on 16 GPUs a
+window, ~94k nonzeros, improved nothing within its ~4 s with either solver). ``"hosts"`` assigns
 experts to hosts first (the same model with hosts as the units, the same-GPU credit left out and
 ``T_l`` the mean GPU load of the busiest host), then solves every host's GPUs independently (the
 same model on its experts and GPUs), then polishes with the layer sweeps; its host-level model
 grows with ``nnz(R) · hosts`` and suits few hosts. The bound of a decomposed solve is
-:func:`lower_bound` (its subproblems' bounds say nothing about the whole).
-"""
+:func:`lower_bound` (its subproblems' bounds say nothing about the whole)."""
 
 from __future__ import annotations
 
@@ -127,6 +133,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pulp
 
+from placement.anneal import anneal
+from placement.joint_bound import joint_colocated_bound
 from placement.layout import Placement, PlacementError
 from placement.stats import PlacementStats, gpu_fractions
 
@@ -145,6 +153,10 @@ SEED = 1
 _REL_GAP = 1e-7  # the solver stops at this relative gap: "optimal" within floating-point noise
 _TOL = 1e-9
 _POWER = 6  # subspace-iteration steps per subgradient step of colocated_bound
+JOINT_EVALUATIONS = 300  # optimiser evaluations of each joint bound (placement.joint_bound)
+JOINT_MAX_GROUPS = 8  # levels with more groups keep the per-pair bounds only (a wider eigen subspace)
+BOUND_SHARE = 0.25  # share of ilp_placement's time limit the joint bounds may take at most
+ANNEAL_SHARE = 0.7  # share of the time left after the bound that the layers decomposition anneals
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,9 @@ class IlpReport:
         subproblems: ILPs solved.
         start: where the descent started: ``warm_start`` or ``chains`` (:func:`_chain_start`,
             taken when its objective is lower); the result is never worse than the warm start.
+        annealed: objective after :func:`placement.anneal.anneal` (``layers`` decomposition;
+            NaN when it did not run), before the layer sweeps.
+        anneal_moves: proposals the annealing made.
     """
 
     objective: float
@@ -180,6 +195,8 @@ class IlpReport:
     returned: str = "ilp"
     subproblems: int = 1
     start: str = "warm_start"
+    annealed: float = math.nan
+    anneal_moves: int = 0
 
     def summary(self) -> str:
         """One line for logs."""
@@ -187,7 +204,13 @@ class IlpReport:
             f"ilp {self.decomposition}/{self.solver}: objective {self.objective:.6g}, "
             f"bound {self.best_bound:.6g} ({self.bound_source}), gap {self.gap:.2%}, {self.status}, "
             f"{self.solve_seconds:.1f} s, "
-            f"returned {self.returned} (warm start {self.warm_objective:.6g}, started from {self.start})"
+            f"returned {self.returned} (warm start {self.warm_objective:.6g}, started from {self.start}"
+            + (
+                f", annealed to {self.annealed:.6g} in {self.anneal_moves:,} moves"
+                if math.isfinite(self.annealed)
+                else ""
+            )
+            + ")"
         )
 
 
@@ -304,7 +327,12 @@ def _credit_caps(r: np.ndarray, cap: int) -> float:
 
 
 def lower_bound(
-    stats: PlacementStats, cost: np.ndarray, lam: float = 1.0, iterations: int | None = None
+    stats: PlacementStats,
+    cost: np.ndarray,
+    lam: float = 1.0,
+    iterations: int | None = None,
+    joint_evaluations: int | None = None,
+    deadline: float | None = None,
 ) -> float:
     """A valid lower bound on the ILP objective (combinatorial and spectral, no ILP solver).
 
@@ -317,7 +345,10 @@ def lower_bound(
       ``ΣR``, the caps (every expert shares its group with ``cap_j`` partners, from either side),
       ``U_{j+1}`` (``C_j <= C_{j+1}``) and the spectral bound :func:`colocated_bound` (groups of
       equal size only). Each layer pair is bounded on its own (each pair's minimum over all
-      placements, which the chained optimum cannot beat).
+      placements, which the chained optimum cannot beat); then the sum over pairs of each
+      level with at most ``JOINT_MAX_GROUPS`` equal groups is also bounded jointly, one
+      partition per layer for all pairs (:func:`placement.joint_bound.joint_colocated_bound`),
+      and the smaller of the two totals is taken.
 
     Args:
         stats: the routing-trace statistics.
@@ -326,6 +357,10 @@ def lower_bound(
         iterations: subgradient steps of each :func:`colocated_bound` (default
             :func:`default_iterations`: 150 up to 64 experts, about 1 s for 64 experts x 16 GPUs
             x 8 layers on one core; fewer for more experts; 0: the caps only).
+        joint_evaluations: evaluations of each joint bound's optimiser (default
+            ``JOINT_EVALUATIONS``; 0: per-pair bounds only).
+        deadline: a ``time.perf_counter()`` time by which the joint bounds stop improving
+            (shared equally by the levels left); without it the bound is deterministic.
 
     Returns:
         The bound, in the objective's unit (tokens per GPU).
@@ -340,6 +375,10 @@ def lower_bound(
     total = sum(_tail_bound(stats.load[layer], k, gpus) for layer in range(stats.layers))
     if lam == 0 or tiers.top == 0:
         return total
+    if joint_evaluations is None:
+        joint_evaluations = JOINT_EVALUATIONS
+    level_caps = np.zeros(len(tiers.labels))  # Σ over pairs of each level's U_j
+    mass_total = 0.0
     for layer in range(stats.layers - 1):
         r = np.asarray(stats.transitions[layer], dtype=np.float64)
         mass = float(r.sum())
@@ -351,9 +390,25 @@ def lower_bound(
             if iterations > 0 and np.all(sizes == sizes[0]) and sizes.size > 1:
                 bound = min(bound, colocated_bound(r, cap, int(sizes.size), iterations))
             caps[j] = bound
-        traffic = tiers.top * mass - sum(float(c) * u for c, u in zip(tiers.credit, caps[:-1], strict=True))
-        total += lam / gpus * max(traffic, 0.0)
-    return total
+        level_caps += caps[:-1]
+        mass_total += mass
+    pairs = np.asarray(stats.transitions, dtype=np.float64)
+    for j in reversed(range(len(tiers.labels))):
+        sizes = np.bincount(tiers.labels[j])
+        if joint_evaluations > 0 and np.all(sizes == sizes[0]) and 1 < sizes.size <= JOINT_MAX_GROUPS:
+            share = None
+            if deadline is not None:  # the levels left share the time left equally
+                counts = [np.bincount(tiers.labels[i]).size for i in range(j + 1)]
+                left = sum(1 for count in counts if 1 < count <= JOINT_MAX_GROUPS)
+                share = time.perf_counter() + (deadline - time.perf_counter()) / max(left, 1)
+            joint = joint_colocated_bound(
+                pairs, k * int(sizes[0]), int(sizes.size), joint_evaluations, deadline=share
+            )
+            level_caps[j] = min(level_caps[j], joint)
+        if j + 1 < len(tiers.labels):
+            level_caps[j] = min(level_caps[j], level_caps[j + 1])  # C_j <= C_{j+1}, summed over pairs
+    traffic = tiers.top * mass_total - float(np.dot(tiers.credit, level_caps))
+    return total + lam / gpus * max(traffic, 0.0)
 
 
 def default_iterations(experts: int) -> int:
@@ -932,6 +987,16 @@ class _Problem:
     def levels(self) -> list[tuple[np.ndarray, float]]:
         return list(zip(self.tiers.labels, (float(c) for c in self.tiers.credit), strict=True))
 
+    def exact_load(self) -> np.ndarray:
+        """``(layers, experts)`` tokens per expert."""
+        return np.stack(self.load)
+
+    def exact_pairs(self) -> np.ndarray:
+        """``(layers − 1, experts, experts)`` all transitions, unscaled and unpruned (the objective's)."""
+        if self.layers < 2:
+            return np.zeros((0, self.experts, self.experts))
+        return np.stack([np.asarray(t, dtype=np.float64) for t in self.stats.transitions[: self.layers - 1]])
+
     def whole(self) -> _Sub:
         return _Sub(
             load=self.load,
@@ -1009,6 +1074,7 @@ def ilp_placement(
     warm_start: Placement | None = None,
     coverage: float = 1.0,
     max_nodes: int | None = None,
+    anneal_moves: int | None = None,
 ) -> tuple[Placement, IlpReport]:
     """The ILP placement of ``stats`` on GPUs with per-byte ``cost`` (module docstring).
 
@@ -1023,6 +1089,8 @@ def ilp_placement(
         warm_start: the incumbent to start from and never to be worse than (default greedy).
         coverage: share of each layer pair's transitions kept in the model, in (0, 1].
         max_nodes: a branch-and-bound node limit per subproblem (deterministic work limit).
+        anneal_moves: proposals of the annealing in the ``layers`` decomposition (a deterministic
+            work limit; 0 skips it); default: ``ANNEAL_SHARE`` of the time left after the bound.
 
     Returns:
         ``(placement, report)``; ``placement.method`` is ``ilp`` (or the warm start's own).
@@ -1062,11 +1130,15 @@ def ilp_placement(
     warm_gpu = _gpu_of(warm)[: stats.layers]
     warm_value = placement_objective(warm, stats, cost, lam)
     mode = _choose(problem, decompose)
+    if anneal_moves is not None and not (isinstance(anneal_moves, int) and anneal_moves >= 0):
+        raise PlacementError(f"ilp: anneal_moves must be an integer >= 0, got {anneal_moves!r}")
+    annealed, anneal_count = math.nan, 0
     engine = _Solver(name)
     start = time.perf_counter()
     # the last solve can end a little late (model building, the solver's own clock): keep a reserve
     deadline = start + float(time_limit) - min(1.0, RESERVE * float(time_limit))
-    combinatorial = lower_bound(stats, cost, lam)  # first: its seconds count against time_limit
+    # first: its seconds count against time_limit (the joint bounds get BOUND_SHARE of it)
+    combinatorial = lower_bound(stats, cost, lam, deadline=start + BOUND_SHARE * float(time_limit))
     begin, begin_name = warm_gpu, "warm_start"
     chained = _chain_start(problem)
     if placement_objective(_to_placement(chained, gpus, experts), stats, cost, lam) < warm_value:
@@ -1083,6 +1155,17 @@ def ilp_placement(
         if status == "no_solution":
             status = "time_limit"  # the whole ILP found nothing: the polished incumbent stands
     elif mode == "layers":
+        # anneal with chain-keeping swaps first (the sweeps' single-layer moves cannot move a
+        # chain), then polish with the exact layer sweeps
+        now = time.perf_counter()
+        stop = now + ANNEAL_SHARE * (deadline - now) if anneal_moves is None else None
+        annealing = anneal(
+            begin, problem.exact_load(), problem.exact_pairs(), problem.tiers.normalised,
+            weight=float(lam) / gpus, moves=anneal_moves, deadline=stop, seed=SEED,
+        )  # fmt: skip
+        annealed, anneal_count = annealing.objective, annealing.moves
+        if annealing.objective < annealing.start_objective:
+            begin = annealing.gpu_of
         gpu_of, count = _sweep(problem, begin.copy(), engine, deadline, max_nodes)
         status, solver_bound = "decomposed", -math.inf
     else:
@@ -1114,6 +1197,8 @@ def ilp_placement(
         returned=returned,
         subproblems=count,
         start=begin_name,
+        annealed=annealed,
+        anneal_moves=anneal_count,
     )
     return placement, report
 
