@@ -322,6 +322,8 @@ def anneal(
         total = int(moves)
         chunk = max(total, 1)
     else:
+        # one proposal first: the kernel's first call compiles it (seconds) and must not be timed
+        _anneal_kernel(gpu.copy(), w, r, c, nxt, *args, 0, 1, PROBE, t_start, t_end, chain_share, seed)
         probe = time.perf_counter()
         _anneal_kernel(gpu.copy(), w, r, c, nxt, *args, 0, PROBE, PROBE, t_start, t_end, chain_share, seed)
         rate = PROBE / max(time.perf_counter() - probe, 1e-6)  # proposals per second (compiled)
