@@ -11,6 +11,7 @@ import importlib.util
 
 import numpy as np
 import pytest
+from conftest import balanced_assignments
 
 from placement.ilp import (
     IlpReport,
@@ -83,27 +84,6 @@ def numpy_objective(assign: np.ndarray, stats, cost: np.ndarray, lam: float) -> 
     return float(tail + lam / stats.gpus * traffic)
 
 
-def all_assignments(experts: int, gpus: int) -> np.ndarray:
-    """Every expert -> GPU map with experts/gpus experts on each GPU (8 experts, 4 GPUs: 2520)."""
-    per_gpu = experts // gpus
-    out: list[list[int]] = []
-
-    def extend(prefix: list[int], counts: list[int]) -> None:
-        if len(prefix) == experts:
-            out.append(prefix.copy())
-            return
-        for g in range(gpus):
-            if counts[g] < per_gpu:
-                counts[g] += 1
-                prefix.append(g)
-                extend(prefix, counts)
-                prefix.pop()
-                counts[g] -= 1
-
-    extend([], [0] * gpus)
-    return np.array(out)
-
-
 def brute_force(stats, cost: np.ndarray, lam: float) -> float:
     """The exact optimum over all valid placements of every layer.
 
@@ -112,7 +92,7 @@ def brute_force(stats, cost: np.ndarray, lam: float) -> float:
     which visits every combination implicitly.
     """
     gpus, experts = stats.gpus, stats.experts
-    options = all_assignments(experts, gpus)
+    options = balanced_assignments(experts, gpus)
     onehot = np.eye(gpus)[options].reshape(len(options), experts * gpus)
     norm = cost / cost.max()
     tails = [
@@ -240,7 +220,7 @@ def test_strong_affinity_colocates_partners() -> None:
 
 def enumerate_colocated(r: np.ndarray, groups: int) -> float:
     """max over balanced row and column partitions of the co-located mass, by enumeration."""
-    options = all_assignments(r.shape[0], groups)
+    options = balanced_assignments(r.shape[0], groups)
     onehot = np.eye(groups)[options].reshape(len(options), -1)  # index e * groups + g
     return float((onehot @ np.kron(r, np.eye(groups)) @ onehot.T).max())
 

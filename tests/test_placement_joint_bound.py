@@ -6,35 +6,15 @@ import time
 
 import numpy as np
 import pytest
+from conftest import balanced_assignments
 
 from placement.ilp import colocated_bound
 from placement.joint_bound import joint_colocated_bound
 
 
-def balanced(n: int, groups: int) -> np.ndarray:
-    """Every labelled balanced partition of ``n`` items into ``groups`` groups, one row each."""
-    size = n // groups
-    out: list[list[int]] = []
-
-    def extend(prefix: list[int], counts: list[int]) -> None:
-        if len(prefix) == n:
-            out.append(prefix.copy())
-            return
-        for g in range(groups):
-            if counts[g] < size:
-                counts[g] += 1
-                prefix.append(g)
-                extend(prefix, counts)
-                prefix.pop()
-                counts[g] -= 1
-
-    extend([], [0] * groups)
-    return np.array(out)
-
-
 def enumerate_joint(r: np.ndarray, groups: int) -> float:
     """max over one balanced partition per layer of Σ_l co-located mass, by dynamic programming."""
-    options = balanced(r.shape[1], groups)
+    options = balanced_assignments(r.shape[1], groups)
     onehot = np.eye(groups)[options].reshape(len(options), -1)  # index e * groups + g
     best = np.zeros(len(options))
     for layer in range(r.shape[0]):
