@@ -25,7 +25,7 @@ import html
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -585,6 +585,42 @@ def _by_point(table: pd.DataFrame) -> dict[int, pd.DataFrame]:
     return {int(point): rows for point, rows in table.groupby("point", sort=False)}
 
 
+def _per_point_figure(
+    res: Results,
+    chosen: pd.DataFrame,
+    section: Section,
+    table: pd.DataFrame | None,
+    skip: tuple[str, str],
+    draw: Callable[[go.Figure, pd.DataFrame], dict[str, Any]],
+) -> go.Figure | None:
+    """One trace group per chosen point, switched by a dropdown; ``None`` (section skipped) if none.
+
+    ``skip`` is the section's reason when the table is missing and when it has no rows for the
+    chosen points; ``draw(fig, rows)`` adds one point's traces and returns that point's layout
+    changes (applied when the dropdown picks it).
+    """
+    if table is None or table.empty:
+        section.skipped = skip[0]
+        return None
+    per_point = _by_point(table[table["point"].isin(chosen["point"])])
+    fig = go.Figure()
+    labels, groups, layouts = [], [], []
+    for _, row in chosen.iterrows():
+        rows = per_point.get(int(row["point"]))
+        if rows is None:
+            continue
+        first = len(fig.data)
+        layouts.append(draw(fig, rows))
+        groups.append(list(range(first, len(fig.data))))
+        labels.append(point_label(row, res.params))
+    if not fig.data:
+        section.skipped = skip[1]
+        return None
+    add_dropdown(fig, labels, groups, layouts)
+    section.notes.append(_dropdown_note(res, len(labels)))
+    return fig
+
+
 def link_load_figure(res: Results) -> Section:
     """Box plot of link utilization (%) per link class and transport, for a configuration (dropdown)."""
     section = Section(
@@ -656,25 +692,11 @@ def busiest_links_figure(res: Results, chosen: pd.DataFrame) -> Section:
         "capacity and the most flows they carried at once.",
         sync="point",
     )
-    links = res.links
-    if links is None or links.empty:
-        section.skipped = (
-            "No per-link table (links.parquet) in this directory, so there are no busiest links."
-        )
-        return section
-    per_point = _by_point(links[links["point"].isin(chosen["point"])])
-    fig = go.Figure()
-    labels, groups, layouts = [], [], []
-    for _, row in chosen.iterrows():
-        top = per_point.get(int(row["point"]))
-        if top is None:
-            continue
+
+    def draw(fig: go.Figure, top: pd.DataFrame) -> dict[str, Any]:
         top = top.nlargest(BUSIEST, "utilization", keep="first")
         top = top.assign(_class=_link_classes(top))
-        names = top["name"].astype(str).tolist()
-        members = []
         for cls, sub in top.groupby("_class", sort=False):
-            members.append(len(fig.data))
             fig.add_trace(
                 go.Bar(
                     x=(sub["utilization"].to_numpy() * 100.0).astype(np.float32),
@@ -698,18 +720,19 @@ def busiest_links_figure(res: Results, chosen: pd.DataFrame) -> Section:
                     "at most %{customdata[3]} flows at once<extra></extra>",
                 )
             )
-        labels.append(point_label(row, res.params))
-        groups.append(members)
-        layouts.append({"yaxis.categoryarray": names})
-    if not fig.data:
-        section.skipped = "The per-link table has no rows for the successful points."
+        return {"yaxis.categoryarray": top["name"].astype(str).tolist()}
+
+    skip = (
+        "No per-link table (links.parquet) in this directory, so there are no busiest links.",
+        "The per-link table has no rows for the successful points.",
+    )
+    fig = _per_point_figure(res, chosen, section, res.links, skip, draw)
+    if fig is None:
         return section
-    add_dropdown(fig, labels, groups, layouts)
     _base_layout(fig, 160 + 22 * BUSIEST, top=60)
     fig.update_layout(barmode="overlay", bargap=0.25)
     fig.update_xaxes(title_text="link utilization (%)", rangemode="tozero")
     fig.update_yaxes(title_text=None, categoryorder="array", autorange="reversed", automargin=True)
-    section.notes.append(_dropdown_note(res, len(labels)))
     section.figure = fig
     return section
 
@@ -833,38 +856,29 @@ def heatmap_figure(res: Results, chosen: pd.DataFrame) -> Section:
         f"(at most {MAX_HEATMAP_LINKS} links, busiest at the top).",
         sync="point",
     )
-    tl = res.timeline
-    if tl is None or tl.empty:
-        section.skipped = (
-            "No link timeline (timeline.parquet) in this directory, so there is no utilization heatmap."
-        )
-        return section
-    per_point = _by_point(tl[tl["point"].isin(chosen["point"])])
-    fig = go.Figure()
-    labels, groups, layouts = [], [], []
-    for _, row in chosen.iterrows():
-        sub = per_point.get(int(row["point"]))
-        if sub is None:
-            continue
+
+    def draw(fig: go.Figure, sub: pd.DataFrame) -> dict[str, Any]:
         z, mids, names = _heatmap_matrix(sub)
         factor, unit = time_scale(float(sub["t_end"].max()))
-        groups.append([len(fig.data)])
         fig.add_trace(
             go.Heatmap(
                 z=z.astype(np.float32),
                 x=(mids * factor).astype(np.float32),
                 y=names,
                 coloraxis="coloraxis",
-                name=f"point {int(row['point'])}",
+                name=f"point {int(sub['point'].iloc[0])}",
                 hovertemplate=f"%{{y}}<br>t = %{{x:.4g}} {unit}<br>utilization %{{z:.1f}} %<extra></extra>",
             )
         )
-        labels.append(point_label(row, res.params))
-        layouts.append({"xaxis.title.text": f"time ({unit})", "yaxis.categoryarray": names})
-    if not fig.data:
-        section.skipped = "The link timeline has no rows for the successful points."
+        return {"xaxis.title.text": f"time ({unit})", "yaxis.categoryarray": names}
+
+    skip = (
+        "No link timeline (timeline.parquet) in this directory, so there is no utilization heatmap.",
+        "The link timeline has no rows for the successful points.",
+    )
+    fig = _per_point_figure(res, chosen, section, res.timeline, skip, draw)
+    if fig is None:
         return section
-    add_dropdown(fig, labels, groups, layouts)
     rows = max(len(trace.y) for trace in fig.data)
     _base_layout(fig, 170 + 16 * rows, top=60)
     fig.update_layout(
@@ -877,7 +891,6 @@ def heatmap_figure(res: Results, chosen: pd.DataFrame) -> Section:
     )
     fig.update_yaxes(categoryorder="array", autorange="reversed", automargin=True, tickfont_size=11)
     fig.update_xaxes(showgrid=False)
-    section.notes.append(_dropdown_note(res, len(labels)))
     section.figure = fig
     return section
 
@@ -901,38 +914,29 @@ def gantt_figure(res: Results, chosen: pd.DataFrame) -> Section:
         sync="point",
     )
     ops = res.ops
-    if ops is None or ops.empty:
-        section.skipped = "No per-op table (ops.parquet) in this directory, so there is no per-GPU timeline."
-        return section
-    ops = ops.assign(label=ops["label"].astype(str))
-    op_labels = _sorted_unique(ops["label"])
-    colors = {}
-    for i, label in enumerate([lbl for lbl in op_labels if lbl != "compute"]):
-        colors[label] = OP_COLORS[i % len(OP_COLORS)]
-    colors["compute"] = "#c7c7c7"
-    fig = go.Figure()
-    labels, groups, layouts = [], [], []
-    capped = 0
-    max_ranks = 0
-    per_point = _by_point(ops[ops["point"].isin(chosen["point"])])
-    for _, row in chosen.iterrows():
-        sub = per_point.get(int(row["point"]))
-        if sub is None:
-            continue
+    op_labels: list[str] = []
+    colors: dict[str, str] = {}
+    if ops is not None and not ops.empty:
+        ops = ops.assign(label=ops["label"].astype(str))
+        op_labels = _sorted_unique(ops["label"])
+        for i, label in enumerate([lbl for lbl in op_labels if lbl != "compute"]):
+            colors[label] = OP_COLORS[i % len(OP_COLORS)]
+        colors["compute"] = "#c7c7c7"
+    shown = {"capped": 0, "ranks": 0}  # the most ranks any point has / draws
+
+    def draw(fig: go.Figure, sub: pd.DataFrame) -> dict[str, Any]:
         ranks, total = _gantt_ranks(sub)
         if ranks.size < total:
-            capped = max(capped, total)
-        max_ranks = max(max_ranks, ranks.size)
+            shown["capped"] = max(shown["capped"], total)
+        shown["ranks"] = max(shown["ranks"], ranks.size)
         sub = sub[sub["rank"].isin(ranks)]
         factor, unit = time_scale(float(sub["end"].max()))
-        members = []
         for label in op_labels:
             part = sub[sub["label"] == label]
             if part.empty:
                 continue
             start = part["start"].to_numpy(np.float64) * factor
             end = part["end"].to_numpy(np.float64) * factor
-            members.append(len(fig.data))
             fig.add_trace(
                 go.Bar(
                     x=(end - start).astype(np.float32),
@@ -947,22 +951,25 @@ def gantt_figure(res: Results, chosen: pd.DataFrame) -> Section:
                     f"{unit} (%{{x:.4g}} {unit})<extra></extra>",
                 )
             )
-        labels.append(point_label(row, res.params))
-        groups.append(members)
-        layouts.append({"xaxis.title.text": f"time ({unit})"})
-    if not fig.data:
-        section.skipped = "The per-op table has no rows for the successful points."
+        return {"xaxis.title.text": f"time ({unit})"}
+
+    skip = (
+        "No per-op table (ops.parquet) in this directory, so there is no per-GPU timeline.",
+        "The per-op table has no rows for the successful points.",
+    )
+    fig = _per_point_figure(res, chosen, section, ops, skip, draw)
+    if fig is None:
         return section
-    add_dropdown(fig, labels, groups, layouts)
+    max_ranks, capped = shown["ranks"], shown["capped"]
     _base_layout(fig, 170 + max(8, min(24, 640 // max(max_ranks, 1))) * max_ranks, top=60)
     fig.update_layout(barmode="overlay", bargap=0.2, showlegend=True)
     fig.update_yaxes(title_text="GPU rank", autorange="reversed", dtick=1 if max_ranks <= 32 else None)
     fig.update_xaxes(rangemode="tozero")
-    if capped:
-        section.notes.append(
-            f"Points with more ranks show {max_ranks} of them (evenly spaced; up to {capped} exist)."
+    if capped:  # before the dropdown's note, which the scaffold added
+        section.notes.insert(
+            len(section.notes) - 1,
+            f"Points with more ranks show {max_ranks} of them (evenly spaced; up to {capped} exist).",
         )
-    section.notes.append(_dropdown_note(res, len(labels)))
     section.figure = fig
     return section
 
