@@ -133,7 +133,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pulp
 
-from placement.anneal import anneal
+from placement.anneal import anneal, chain_successors
 from placement.joint_bound import joint_colocated_bound
 from placement.layout import Placement, PlacementError
 from placement.stats import PlacementStats, gpu_fractions
@@ -1340,25 +1340,21 @@ def _hosts_first(
 def _chain_start(problem: _Problem) -> np.ndarray:
     """``(layers, experts)`` GPU of every expert: chains of affine experts kept on one GPU.
 
-    Per layer pair a greedy maximum-weight matching of the transitions (heaviest first) links
-    every expert of layer ``l`` to one of layer ``l + 1``; the links make ``experts`` chains, one
-    expert per layer each. The chains are packed heaviest first (total load), ``experts / gpus``
-    per GPU, each onto the GPU with room whose per-layer loads overlap its own the least (the
-    smallest ``Σ_l load_l(g) · chain_l``: the lightest GPU when there is one layer). The matched
-    tokens then never leave their GPU; the layer sweeps balance the loads.
+    Per layer pair a greedy maximum-weight matching of the transitions
+    (:func:`placement.anneal.chain_successors`) links every expert of layer ``l`` to one of layer
+    ``l + 1``; the links make ``experts`` chains, one expert per layer each. The chains are packed
+    heaviest first (total load), ``experts / gpus`` per GPU, each onto the GPU with room whose
+    per-layer loads overlap its own the least (the smallest ``Σ_l load_l(g) · chain_l``: the
+    lightest GPU when there is one layer). The matched tokens then never leave their GPU; the layer
+    sweeps balance the loads.
     """
     layers, experts, gpus = problem.layers, problem.experts, problem.gpus
     chain = np.empty((layers, experts), dtype=np.int64)
     chain[0] = np.arange(experts)
-    for layer in range(layers - 1):
-        r = problem.pairs[layer]
-        partner = np.full(experts, -1, dtype=np.int64)
-        taken = np.zeros(experts, dtype=bool)
-        for flat in np.argsort(-r, axis=None, kind="stable"):
-            e, f = divmod(int(flat), experts)
-            if partner[e] < 0 and not taken[f]:
-                partner[e], taken[f] = f, True
-        chain[layer + 1] = partner[chain[layer]]
+    if layers > 1:
+        successor = chain_successors(np.stack(problem.pairs))
+        for layer in range(layers - 1):
+            chain[layer + 1] = successor[layer][chain[layer]]
     weight = np.stack([problem.load[layer][chain[layer]] for layer in range(layers)], axis=1)
     gpu_load = np.zeros((gpus, layers))
     room = np.full(gpus, problem.k)
