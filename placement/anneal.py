@@ -303,13 +303,14 @@ def anneal(
     w = np.ascontiguousarray(load, dtype=np.float64)
     r = np.ascontiguousarray(transitions, dtype=np.float64)
     c = np.ascontiguousarray(cost, dtype=np.float64)
+    weight = float(weight)
     layers, experts = gpu.shape
     if r.shape[0] == 0:
         r = np.zeros((0, experts, experts))
     nxt = chain_successors(r) if layers > 1 else np.zeros((0, experts), dtype=np.int64)
-    start_value = float(_objective(gpu, w, r, c, float(weight)))
+    start_value = float(_objective(gpu, w, r, c, weight))
     if t_start is None or t_end is None:
-        scale = _typical_delta(gpu, w, r, c, float(weight), seed)
+        scale = _typical_delta(gpu, w, r, c, weight, seed)
         t_start = T_START * scale if t_start is None else t_start
         t_end = T_END * scale if t_end is None else t_end
     if (moves is None) == (deadline is None):
@@ -317,15 +318,14 @@ def anneal(
     best_gpu, best_value, accepted, done = gpu.copy(), start_value, 0, 0
     if t_start <= 0 or t_end <= 0:
         return AnnealResult(best_gpu, best_value, start_value, 0, 0)
-    args = (float(weight),)
     if moves is not None:
         total = int(moves)
         chunk = max(total, 1)
     else:
         # one proposal first: the kernel's first call compiles it (seconds) and must not be timed
-        _anneal_kernel(gpu.copy(), w, r, c, nxt, *args, 0, 1, PROBE, t_start, t_end, chain_share, seed)
+        _anneal_kernel(gpu.copy(), w, r, c, nxt, weight, 0, 1, PROBE, t_start, t_end, chain_share, seed)
         probe = time.perf_counter()
-        _anneal_kernel(gpu.copy(), w, r, c, nxt, *args, 0, PROBE, PROBE, t_start, t_end, chain_share, seed)
+        _anneal_kernel(gpu.copy(), w, r, c, nxt, weight, 0, PROBE, PROBE, t_start, t_end, chain_share, seed)
         rate = PROBE / max(time.perf_counter() - probe, 1e-6)  # proposals per second (compiled)
         total = int(rate * max(deadline - time.perf_counter(), 0.0))
         chunk = max(int(rate * CHUNK_SECONDS), 1)
@@ -334,7 +334,7 @@ def anneal(
             break
         count = min(chunk, total - done)
         found, value, taken = _anneal_kernel(
-            gpu, w, r, c, nxt, *args, done, count, total, t_start, t_end, chain_share, seed + done
+            gpu, w, r, c, nxt, weight, done, count, total, t_start, t_end, chain_share, seed + done
         )
         accepted += int(taken)
         done += count

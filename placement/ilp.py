@@ -377,33 +377,36 @@ def lower_bound(
         return total
     if joint_evaluations is None:
         joint_evaluations = JOINT_EVALUATIONS
+    pairs = np.asarray(stats.transitions, dtype=np.float64)
+    sizes = [np.bincount(labels) for labels in tiers.labels]
     level_caps = np.zeros(len(tiers.labels))  # Σ over pairs of each level's U_j
     mass_total = 0.0
-    for layer in range(stats.layers - 1):
-        r = np.asarray(stats.transitions[layer], dtype=np.float64)
+    for r in pairs[: stats.layers - 1]:
         mass = float(r.sum())
         caps = [mass] * (len(tiers.labels) + 1)  # U_j, the last one for the top tier (everything)
         for j in reversed(range(len(tiers.labels))):
-            sizes = np.bincount(tiers.labels[j])
-            cap = k * int(sizes.max())
+            cap = k * int(sizes[j].max())
             bound = min(caps[j + 1], _credit_caps(r, cap), _credit_caps(r.T, cap))
-            if iterations > 0 and np.all(sizes == sizes[0]) and sizes.size > 1:
-                bound = min(bound, colocated_bound(r, cap, int(sizes.size), iterations))
+            if iterations > 0 and np.all(sizes[j] == sizes[j][0]) and sizes[j].size > 1:
+                bound = min(bound, colocated_bound(r, cap, int(sizes[j].size), iterations))
             caps[j] = bound
         level_caps += caps[:-1]
         mass_total += mass
-    pairs = np.asarray(stats.transitions, dtype=np.float64)
+    joint_levels = [
+        j
+        for j, size in enumerate(sizes)
+        if joint_evaluations > 0 and np.all(size == size[0]) and 1 < size.size <= JOINT_MAX_GROUPS
+    ]
     for j in reversed(range(len(tiers.labels))):
-        sizes = np.bincount(tiers.labels[j])
-        if joint_evaluations > 0 and np.all(sizes == sizes[0]) and 1 < sizes.size <= JOINT_MAX_GROUPS:
+        if j in joint_levels:
             share = None
-            if deadline is not None:  # the levels left share the time left equally
-                counts = [np.bincount(tiers.labels[i]).size for i in range(j + 1)]
-                left = sum(1 for count in counts if 1 < count <= JOINT_MAX_GROUPS)
-                share = time.perf_counter() + (deadline - time.perf_counter()) / max(left, 1)
+            if deadline is not None:  # the joint levels left share the time left equally
+                left = sum(1 for i in joint_levels if i <= j)
+                share = time.perf_counter() + (deadline - time.perf_counter()) / left
             joint = joint_colocated_bound(
-                pairs, k * int(sizes[0]), int(sizes.size), joint_evaluations, deadline=share
-            )
+                pairs[: stats.layers - 1], k * int(sizes[j][0]), int(sizes[j].size), joint_evaluations,
+                deadline=share,
+            )  # fmt: skip
             level_caps[j] = min(level_caps[j], joint)
         if j + 1 < len(tiers.labels):
             level_caps[j] = min(level_caps[j], level_caps[j + 1])  # C_j <= C_{j+1}, summed over pairs

@@ -55,7 +55,6 @@ class _Operator:
         self.dim = self.layers * self.n
         self.rows = np.arange(self.n)
         self.link = np.argmax(r, axis=2)  # (pairs, n): each row's heaviest column, the S support
-        self.mass = float(r.sum())
         block = self.keep + max(4, self.keep // 2)
         rng = np.random.default_rng(seed)
         self.basis = self._project(rng.standard_normal((self.dim, block)))
