@@ -1239,13 +1239,12 @@ def _sweep(
                 if not stale[layer]:
                     continue
                 stale[layer] = False
-                sub = problem.layer_sub(layer, gpu_of)
-                current = [gpu_of[layer]]
-                result = engine.solve(sub, current, min(left, share), max_nodes)
+                better = _improve(
+                    engine, problem.layer_sub(layer, gpu_of), [gpu_of[layer]], min(left, share), max_nodes
+                )
                 count += 1
-                now = sub.value(current)
-                if result.unit_of is not None and sub.value(result.unit_of) < now - 1e-9 * max(1.0, abs(now)):
-                    gpu_of[layer] = result.unit_of[0]
+                if better is not None:
+                    gpu_of[layer] = better[0]
                     changed(layer, layer)
                     stale[layer] = False
             order = list(reversed(list(order)))
@@ -1258,15 +1257,24 @@ def _sweep(
             if not window_stale[first]:
                 continue
             window_stale[first] = False
-            sub = problem.window_sub(first, gpu_of)
             current = [gpu_of[first], gpu_of[first + 1]]
-            result = engine.solve(sub, current, min(left, share), max_nodes)
+            better = _improve(engine, problem.window_sub(first, gpu_of), current, min(left, share), max_nodes)
             count += 1
-            now = sub.value(current)
-            if result.unit_of is not None and sub.value(result.unit_of) < now - 1e-9 * max(1.0, abs(now)):
-                gpu_of[first], gpu_of[first + 1] = result.unit_of
+            if better is not None:
+                gpu_of[first], gpu_of[first + 1] = better
                 changed(first, first + 1)
                 window_stale[first] = False
+
+
+def _improve(
+    engine: _Solver, sub: _Sub, current: list[np.ndarray], seconds: float, max_nodes: int | None
+) -> list[np.ndarray] | None:
+    """Solve ``sub`` from ``current``; the solver's placement if it is strictly better, else ``None``."""
+    result = engine.solve(sub, current, seconds, max_nodes)
+    now = sub.value(current)
+    if result.unit_of is not None and sub.value(result.unit_of) < now - 1e-9 * max(1.0, abs(now)):
+        return result.unit_of
+    return None
 
 
 def _hosts_first(
