@@ -71,19 +71,8 @@ class _Operator:
             noise[layer, self.rows, self.link[layer]] -= s[layer]
         return noise
 
-    def matrix(self, y: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """The dense ``M = W − Diag(y)``."""
-        n = self.n
-        m = np.zeros((self.dim, self.dim))
-        for layer in range(self.layers - 1):
-            block = noise[layer] / 2.0
-            m[layer * n : (layer + 1) * n, (layer + 1) * n : (layer + 2) * n] = block
-            m[(layer + 1) * n : (layer + 2) * n, layer * n : (layer + 1) * n] = block.T
-        m[np.arange(self.dim), np.arange(self.dim)] -= y
-        return m
-
     def product(self, y: np.ndarray, noise: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """``M v`` block by block (``M`` is block tridiagonal: never built dense in the optimiser)."""
+        """``M v`` block by block, ``M = W − Diag(y)`` (block tridiagonal: built dense only by ``exact``)."""
         n = self.n
         out = -y[:, None] * v
         for layer in range(self.layers - 1):
@@ -146,12 +135,10 @@ class _Operator:
         """The bound at ``x`` with exact eigenvalues (valid for any ``x``)."""
         y, s = x[: self.dim], x[self.dim :].reshape(self.layers - 1, self.n)
         noise = self.split(s)
-        m = self.matrix(y, noise)
+        pmp = self._project(self._project(self.product(y, noise, np.eye(self.dim))).T)  # P M P
         ones = np.zeros((self.dim, self.layers))
         for layer in range(self.layers):
             ones[layer * self.n : (layer + 1) * self.n, layer] = 1.0 / math.sqrt(self.n)
-        mu = m @ ones
-        pmp = m - mu @ ones.T - ones @ mu.T + ones @ (ones.T @ mu) @ ones.T
         shift = 2.0 * float(np.abs(pmp).sum(axis=1).max()) + 1.0  # the all-ones directions go below
         pmp -= shift * (ones @ ones.T)
         values = np.linalg.eigvalsh((pmp + pmp.T) / 2.0)[::-1][: self.keep]
