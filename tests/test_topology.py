@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import make_spec
 
-from topologies.compiled import MAX_HOPS, SPRAY, compile_fabric
+from topologies.compiled import LEG_DOWN, LEG_UP, MAX_HOPS, SPRAY, compile_fabric
 from topologies.leaf_spine import TopologyError, build_graph, leaf_of_gpu, oversubscription, validate
 
 LAT = 5e-7
@@ -255,6 +255,11 @@ def test_routes_are_the_networkx_shortest_paths(name: str) -> None:
             assert bool(fabric.crosses_spine(np.array([s]), np.array([d]))[0]) == (not same_leaf)
 
 
+def _hops(row: np.ndarray) -> list[int]:
+    """The links of one padded path row."""
+    return [int(link) for link in row if link >= 0]
+
+
 def test_route_latency_by_path() -> None:
     spec = SPECS["plain"]  # 3 leaves, 2 hosts per leaf, 2 GPUs per host
     fabric = compile_fabric(spec)
@@ -263,13 +268,38 @@ def test_route_latency_by_path() -> None:
     for choice in (0, 1, SPRAY):
         paths, latency = fabric.route(src, dst, np.full(3, choice))
         np.testing.assert_allclose(latency, [0.0, 2 * LAT, 4 * LAT], rtol=1e-12)
-        assert paths[0].tolist() == [fabric.nvl_up[0], fabric.nvl_down[1], -1, -1]
-        assert paths[1].tolist() == [fabric.nic_up[0], fabric.nic_down[2], -1, -1]
+        assert paths.shape[1] == MAX_HOPS and np.all(paths[:, 4:] == -1)
+        assert _hops(paths[0]) == [fabric.nvl_up[0], fabric.nvl_down[1]]
+        assert _hops(paths[1]) == [fabric.nic_up[0], fabric.nic_down[2]]
     up, down = fabric.nic_up[0], fabric.nic_down[4]
     paths, _ = fabric.route(src, dst, np.array([0, 0, SPRAY]))
-    assert paths[2].tolist() == [up, fabric.trunk_up[0], fabric.trunk_down[1], down]
+    assert _hops(paths[2]) == [up, fabric.trunk_up[0], fabric.trunk_down[1], down]
     paths, _ = fabric.route(src, dst, np.array([0, 0, 1]))
-    assert paths[2].tolist() == [up, fabric.leaf_up[0, 1], fabric.spine_down[1, 1], down]
+    assert _hops(paths[2]) == [up, fabric.leaf_up[0, 1], fabric.spine_down[1, 1], down]
+
+
+def test_route_through_a_proxy_and_to_the_switch() -> None:
+    fabric = compile_fabric(SPECS["plain"])
+    # GPU 1 sends to GPU 4 (next leaf) through GPU 0's NIC (PXN): NVLink 1 -> 0 first.
+    paths, latency = fabric.route(np.array([1, 1]), np.array([4, 5]), np.array([1, 0]), via=np.array([0, -1]))
+    assert _hops(paths[0]) == [
+        fabric.nvl_up[1],
+        fabric.nvl_down[0],
+        fabric.nic_up[0],
+        fabric.leaf_up[0, 1],
+        fabric.spine_down[1, 1],
+        fabric.nic_down[4],
+    ]
+    assert _hops(paths[1]) == [
+        fabric.nic_up[1],
+        fabric.leaf_up[0, 0],
+        fabric.spine_down[0, 1],
+        fabric.nic_down[5],
+    ]
+    np.testing.assert_allclose(latency, [4 * LAT, 4 * LAT], rtol=1e-12)
+    # NVLink SHARP legs end or start in the switch.
+    paths, _ = fabric.route(np.array([1, 2]), np.array([1, 2]), np.zeros(2), leg=np.array([LEG_UP, LEG_DOWN]))
+    assert _hops(paths[0]) == [fabric.nvl_up[1]] and _hops(paths[1]) == [fabric.nvl_down[2]]
 
 
 @pytest.mark.parametrize("choice", [-2, 2, 7])

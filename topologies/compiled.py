@@ -21,8 +21,16 @@ import numpy as np
 
 from topologies.leaf_spine import LeafSpine, build_graph
 
-MAX_HOPS = 4
-"""Longest path in links: NIC up, leaf to spine, spine to leaf, NIC down."""
+MAX_HOPS = 6
+"""Longest path in links: NVLink to the proxy GPU and back down (PXN), then NIC up, leaf to spine,
+spine to leaf, NIC down."""
+
+LEG_FULL = 0
+"""A message goes from its source GPU to its destination GPU."""
+LEG_UP = 1
+"""A message ends in the source's NVSwitch (NVLink SHARP reduction): its source's NVLink up only."""
+LEG_DOWN = 2
+"""A message starts in the destination's NVSwitch (NVLink SHARP multicast): its NVLink down only."""
 
 SPRAY = -1
 """Spine choice meaning "spread evenly over all spines" (use the trunk links)."""
@@ -87,12 +95,25 @@ class CompiledFabric:
         """Number of equal-cost paths per (src, dst) pair: the spine count across leaves, else 1."""
         return np.where(self.crosses_spine(src, dst), self.n_spines, 1)
 
-    def route(self, src: np.ndarray, dst: np.ndarray, choice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def route(
+        self,
+        src: np.ndarray,
+        dst: np.ndarray,
+        choice: np.ndarray,
+        via: np.ndarray | None = None,
+        leg: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Paths for flows from GPU ``src`` to GPU ``dst`` through spine ``choice``.
 
         ``choice`` is a spine index in ``[0, n_spines)`` or :data:`SPRAY`; it is ignored for pairs
         that do not cross the spine tier. Same host: NVLink (GPU to NVSwitch to GPU). Same leaf:
         NIC up, NIC down. Otherwise: NIC up, leaf to spine, spine to leaf, NIC down.
+
+        ``via`` (per flow, -1 for none) is the GPU of ``src``'s host whose NIC the flow leaves
+        through (NCCL's PXN): the path starts with NVLink from ``src`` to ``via``, then goes on from
+        ``via`` as above (``choice`` then refers to ``via``'s leaf). ``leg`` (per flow,
+        :data:`LEG_FULL` by default) cuts a path at the NVSwitch: :data:`LEG_UP` is ``src``'s NVLink
+        up alone, :data:`LEG_DOWN` ``dst``'s NVLink down alone.
 
         Returns ``(paths, latency)``: an ``(n, MAX_HOPS)`` int32 array padded with -1 and the
         per-path propagation latency in seconds.
@@ -102,23 +123,36 @@ class CompiledFabric:
         choice = np.asarray(choice, dtype=np.int64)
         n = src.shape[0]
         paths = np.full((n, MAX_HOPS), -1, dtype=np.int32)
-        same_host = self.gpu_host[src] == self.gpu_host[dst]
-        cross = self.crosses_spine(src, dst)
-        paths[:, 0] = np.where(same_host, self.nvl_up[src], self.nic_up[src])
+        proxied = np.zeros(n, dtype=bool) if via is None else np.asarray(via, dtype=np.int64) >= 0
+        start = np.where(proxied, via, src) if via is not None else src
+        same_host = self.gpu_host[start] == self.gpu_host[dst]
+        cross = self.crosses_spine(start, dst)
+        paths[:, 0] = np.where(same_host, self.nvl_up[start], self.nic_up[start])
         paths[:, 1] = np.where(same_host, self.nvl_down[dst], self.nic_down[dst])
         if cross.any():
-            s, d, c = src[cross], dst[cross], choice[cross]
+            s, d, c = start[cross], dst[cross], choice[cross]
             ls, ld = self.gpu_leaf[s], self.gpu_leaf[d]
             sprayed = c == SPRAY
             if np.any((c < SPRAY) | (c >= self.n_spines)):
                 raise ValueError(f"spine choice out of range [0, {self.n_spines})")
             cc = np.where(sprayed, 0, c)
-            mid = np.empty((s.shape[0], 4), dtype=np.int32)
+            mid = np.full((s.shape[0], MAX_HOPS), -1, dtype=np.int32)
             mid[:, 0] = self.nic_up[s]
             mid[:, 1] = np.where(sprayed, self.trunk_up[ls], self.leaf_up[ls, cc])
             mid[:, 2] = np.where(sprayed, self.trunk_down[ld], self.spine_down[cc, ld])
             mid[:, 3] = self.nic_down[d]
             paths[cross] = mid
+        if proxied.any():
+            rows = np.flatnonzero(proxied)
+            paths[rows, 2:] = paths[rows, :-2]
+            paths[rows, 0] = self.nvl_up[src[rows]]
+            paths[rows, 1] = self.nvl_down[start[rows]]
+        if leg is not None:
+            leg = np.asarray(leg)
+            up, down = leg == LEG_UP, leg == LEG_DOWN
+            paths[up | down, 1:] = -1
+            paths[up, 0] = self.nvl_up[src[up]]
+            paths[down, 0] = self.nvl_down[dst[down]]
         lat = np.where(paths >= 0, self.latency[np.maximum(paths, 0)], 0.0).sum(axis=1)
         return paths, lat
 

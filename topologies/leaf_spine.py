@@ -36,12 +36,25 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from topologies.description import FabricDescription
+
 DEFAULT_LINK_LATENCY = 5e-7
 """Propagation latency per link, seconds (about 100 m of fibre plus a switch hop)."""
 DEFAULT_MESSAGE_LATENCY = 5e-6
 """Per-message α across the network, seconds: NCCL's software and NIC cost of one step (Simple protocol)."""
 DEFAULT_NVLINK_MESSAGE_LATENCY = 2e-6
 """Per-message α inside a host over NVLink, seconds."""
+DEFAULT_LL_MESSAGE_LATENCY = 0.96e-6
+"""Per-message α across the network under NCCL's LL protocol, seconds: the Simple default scaled by
+NCCL's ring network hardware latencies (LL 2.7 µs vs Simple 14 µs in ``src/graph/tuning.cc``)."""
+DEFAULT_LL128_MESSAGE_LATENCY = 1.4e-6
+"""Per-message α across the network under LL128, seconds (NCCL's ring ratio 4.0 / 14)."""
+DEFAULT_LL_NVLINK_MESSAGE_LATENCY = 0.35e-6
+"""Per-message α over NVLink under LL, seconds (NCCL's ring NVLink ratio 0.6 / 3.4)."""
+DEFAULT_LL128_NVLINK_MESSAGE_LATENCY = 1.1e-6
+"""Per-message α over NVLink under LL128, seconds (NCCL's ring NVLink ratio 1.9 / 3.4)."""
+GPU_KINDS = ("A100", "H100", "H200", "H800", "B200", "GB200")
+"""GPU generations a fabric may name; Hopper and later NVSwitch domains support NVLink SHARP."""
 DEFAULT_NVLINK_BANDWIDTH = 450e9
 """NVLink bandwidth per GPU and direction, bytes/s (H100 SXM: 900 GB/s both directions)."""
 
@@ -99,6 +112,41 @@ class LeafSpine:
     rail_optimized: bool = False
     nic_efficiency: Efficiency = ()
     nvlink_efficiency: Efficiency = ()
+    gpu: str = "H100"
+    ll_message_latency: float = DEFAULT_LL_MESSAGE_LATENCY
+    ll128_message_latency: float = DEFAULT_LL128_MESSAGE_LATENCY
+    ll_nvlink_message_latency: float = DEFAULT_LL_NVLINK_MESSAGE_LATENCY
+    ll128_nvlink_message_latency: float = DEFAULT_LL128_NVLINK_MESSAGE_LATENCY
+
+    def latencies(self, protocol: str) -> tuple[float, float]:
+        """``(inside a host, across the network)`` per-message α in seconds under an NCCL protocol
+        (``LL``, ``LL128`` or ``Simple``; Simple is ``nvlink_message_latency`` and ``message_latency``)."""
+        if protocol == "Simple":
+            return self.nvlink_message_latency, self.message_latency
+        if protocol == "LL128":
+            return self.ll128_nvlink_message_latency, self.ll128_message_latency
+        if protocol == "LL":
+            return self.ll_nvlink_message_latency, self.ll_message_latency
+        raise ValueError(f'"{protocol}" is not a protocol (try LL, LL128 or Simple)')
+
+    def describe(self) -> FabricDescription:
+        """What collective algorithms may know of this fabric (:mod:`topologies.description`):
+        one NIC per GPU (NIC ``i`` of a host serves local GPU ``i`` and is its rail), one NVLink
+        domain per host."""
+        g = self.gpus_per_host
+        return FabricDescription(
+            hosts=self.hosts,
+            gpus_per_host=g,
+            nic_of_gpu=tuple(range(g)),
+            nic_port=tuple(range(g)),
+            nvlink_domain_hosts=1,
+            gpu=self.gpu,
+            nic_bandwidth=self.nic_bandwidth,
+            nvlink_bandwidth=self.nvlink_bandwidth,
+            message_latency=self.message_latency,
+            nvlink_message_latency=self.nvlink_message_latency,
+            hosts_per_leaf=self.hosts_per_leaf,
+        )
 
     @property
     def hosts(self) -> int:
@@ -121,7 +169,18 @@ def validate(spec: LeafSpine) -> None:
         value = getattr(spec, name)
         if not value > 0:
             raise TopologyError(name, f"must be a positive bandwidth, got {value!r} B/s")
-    for name in ("link_latency", "message_latency", "nvlink_message_latency"):
+    if spec.gpu not in GPU_KINDS:
+        raise TopologyError("gpu", f"{spec.gpu!r} is not a GPU kind (try one of {', '.join(GPU_KINDS)})")
+    latencies = (
+        "link_latency",
+        "message_latency",
+        "nvlink_message_latency",
+        "ll_message_latency",
+        "ll128_message_latency",
+        "ll_nvlink_message_latency",
+        "ll128_nvlink_message_latency",
+    )
+    for name in latencies:
         value = getattr(spec, name)
         if not value >= 0:
             raise TopologyError(name, f"must be a non-negative time, got {value!r} s")
