@@ -3,7 +3,7 @@
 Layout::
 
     DIR/results.parquet    one row per point (the contract columns of DESIGN.md §5, plus error)
-    DIR/flows.parquet      per flow  (point, flow, message, src, dst, bytes, start, end, link0..3)
+    DIR/flows.parquet      per flow  (point, flow, message, src, dst, bytes, start, end, link0..5)
     DIR/links.parquet      per link  (point, link, name, kind, capacity_Bps, bytes, peak_flows, utilization)
     DIR/ops.parquet        per op    (point, rank, index, label, start, end)
     DIR/timeline.parquet   per busiest link and time bin

@@ -28,23 +28,32 @@ class CollectiveRun:
         position = np.full(fabric.topology.n_gpus, -1, dtype=np.int64)
         position[ranks] = np.arange(self.size)
         steps = max(schedule.n_steps, 1)
-        sender = position[schedule.src] * steps + schedule.step
-        receiver = position[schedule.dst] * steps + schedule.step
+        lanes = schedule.n_lanes
         if np.any(position[schedule.src] < 0) or np.any(position[schedule.dst] < 0):
             raise ValueError(f"{schedule.name}: a message's source or destination is not a member")
-        n_groups = self.size * steps
+        lane = np.zeros(schedule.src.shape[0], np.int64) if schedule.lane is None else schedule.lane
+        sender = (position[schedule.src] * lanes + lane) * steps + schedule.step
+        receiver = (position[schedule.dst] * lanes + lane) * steps + schedule.step
+        n_groups = self.size * lanes * steps
         counts = np.bincount(sender, minlength=n_groups) + np.bincount(receiver, minlength=n_groups) + 1
         self.steps = steps
+        self.lanes = lanes
         self.base = fabric.new_groups(counts, self._group_done)
         order = np.argsort(sender, kind="stable")
         self._src = np.asarray(schedule.src, dtype=np.int64)[order]
         self._dst = np.asarray(schedule.dst, dtype=np.int64)[order]
         self._nbytes = np.asarray(schedule.nbytes, dtype=np.float64)[order]
+        if schedule.wire != 1.0:
+            self._nbytes = self._nbytes * schedule.wire
+        self._via = None if schedule.via is None else np.asarray(schedule.via, dtype=np.int64)[order]
+        self._key = None if schedule.key is None else np.asarray(schedule.key, dtype=np.int64)[order]
+        self._leg = None if schedule.leg is None else np.asarray(schedule.leg, dtype=np.int8)[order]
         self._sender = sender[order] + self.base
         self._receiver = receiver[order] + self.base
         self._offsets = np.searchsorted(sender[order], np.arange(n_groups + 1))
         self._position = position
         self._done = [env.event() for _ in range(self.size)]
+        self._lanes_left = np.full(self.size, lanes, dtype=np.int64)
         self.joined = 0
         self.start_time: float | None = None
 
@@ -56,7 +65,7 @@ class CollectiveRun:
         self.joined += 1
         if self.joined == self.size:
             self.start_time = self.env.now
-            self._enter(np.arange(self.size) * self.steps)
+            self._enter(np.arange(self.size * self.lanes) * self.steps)
         return self._done[index]
 
     def _enter(self, groups: np.ndarray) -> None:
@@ -64,16 +73,29 @@ class CollectiveRun:
         first, last = self._offsets[groups], self._offsets[groups + 1]
         sizes = last - first
         rows = np.repeat(first - np.cumsum(sizes) + sizes, sizes) + np.arange(int(sizes.sum()))
+        schedule = self.schedule
         self.fabric.send(
-            self._src[rows], self._dst[rows], self._nbytes[rows], self._sender[rows], self._receiver[rows]
+            self._src[rows],
+            self._dst[rows],
+            self._nbytes[rows],
+            self._sender[rows],
+            self._receiver[rows],
+            via=None if self._via is None else self._via[rows],
+            key=None if self._key is None else self._key[rows],
+            qps=schedule.qps,
+            leg=None if self._leg is None else self._leg[rows],
+            protocol=schedule.protocol,
         )
         self.fabric.release(self.base + groups)
 
     def _group_done(self, groups: np.ndarray) -> None:
-        """Groups (member steps) completed together: members move to their next step or are done."""
+        """Groups (member-channel steps) completed together: each moves to its next step, or its
+        channel is over; a member is done when all its channels are."""
         step = groups % self.steps
         more = step + 1 < self.steps
         if more.any():
             self._enter(groups[more] + 1)
-        for index in groups[~more] // self.steps:
-            self._done[int(index)].succeed()
+        for index in groups[~more] // (self.steps * self.lanes):
+            self._lanes_left[index] -= 1
+            if self._lanes_left[index] == 0:
+                self._done[int(index)].succeed()

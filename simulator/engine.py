@@ -85,7 +85,7 @@ class SimResult:
         )
 
     def flows(self) -> pd.DataFrame:
-        """One row per flow: ``flow, message, src, dst, bytes, start, end, link0..link3`` (-1 = none)."""
+        """One row per flow: ``flow, message, src, dst, bytes, start, end, link0..link5`` (-1 = none)."""
         flows, msgs = self.fabric.flows, self.fabric.messages
         message = flows["message"]
         table = {

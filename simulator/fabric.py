@@ -100,6 +100,10 @@ class Fabric:
                 "group_a": (np.int64, ()),
                 "group_b": (np.int64, ()),
                 "pending": (np.int64, ()),
+                "via": (np.int64, ()),
+                "key": (np.int64, ()),
+                "qps": (np.int64, ()),
+                "leg": (np.int8, ()),
             }
         )
         self.flows = Columns(
@@ -195,20 +199,37 @@ class Fabric:
         nbytes: np.ndarray,
         group_a: np.ndarray,
         group_b: np.ndarray,
+        via: np.ndarray | None = None,
+        key: np.ndarray | None = None,
+        qps: int = 1,
+        leg: np.ndarray | None = None,
+        protocol: str | None = None,
     ) -> None:
         """Queue messages from GPU ``src`` to GPU ``dst`` of ``nbytes`` bytes each.
 
         Each message counts down ``group_a`` and ``group_b`` (-1 for none) when delivered. It
         starts moving after its tier's α and is delivered after its last flow finishes plus the
         propagation latency of its path.
+
+        Optional, per message: ``via`` the GPU whose NIC it leaves through (PXN, -1 none), ``key``
+        the connection id ECMP hashes (default: the message's own id, a fresh hash per message),
+        ``leg`` a path cut at the NVSwitch (:data:`~topologies.compiled.LEG_UP` / ``LEG_DOWN``).
+        ``qps`` flows per message between hosts (queue pairs per connection). ``protocol`` (``LL``,
+        ``LL128``, ``Simple``; None = the fabric's tier α, as Simple) picks the per-message α of
+        :meth:`~topologies.leaf_spine.LeafSpine.latencies`.
         """
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
         if src.size == 0:
             return
         spec = self.topology.spec
+        n = src.shape[0]
         same_host = self.topology.gpu_host[src] == self.topology.gpu_host[dst]
-        alpha = np.where(same_host, spec.nvlink_message_latency, spec.message_latency)
+        if protocol is None:
+            alpha = np.where(same_host, spec.nvlink_message_latency, spec.message_latency)
+        else:
+            inside, across = spec.latencies(protocol)
+            alpha = np.where(same_host, inside, across)
         if spec.nic_efficiency or spec.nvlink_efficiency:
             alpha = alpha + _efficiency_wait(spec, same_host, np.asarray(nbytes, dtype=np.float64))
         now = self.env.now
@@ -217,15 +238,21 @@ class Fabric:
             src=src,
             dst=dst,
             nbytes=np.asarray(nbytes, dtype=np.float64),
-            submit=np.full(src.shape[0], now),
+            submit=np.full(n, now),
             start=start,
-            end=np.full(src.shape[0], np.nan),
-            latency=np.zeros(src.shape[0]),
+            end=np.full(n, np.nan),
+            latency=np.zeros(n),
             group_a=np.asarray(group_a, dtype=np.int64),
             group_b=np.asarray(group_b, dtype=np.int64),
-            pending=np.zeros(src.shape[0], dtype=np.int64),
+            pending=np.zeros(n, dtype=np.int64),
+            via=np.full(n, -1, dtype=np.int64) if via is None else np.asarray(via, dtype=np.int64),
+            key=np.zeros(n, dtype=np.int64) if key is None else np.asarray(key, dtype=np.int64),
+            qps=np.full(n, qps, dtype=np.int64),
+            leg=np.zeros(n, dtype=np.int8) if leg is None else np.asarray(leg, dtype=np.int8),
         )
         ids = np.arange(rows.start, rows.stop, dtype=np.int64)
+        if key is None:
+            self.messages["key"][ids] = ids
         for when in np.unique(start):
             batch = ids[start == when]
             when = float(when)
@@ -244,9 +271,23 @@ class Fabric:
         empty = ids[nbytes <= 0]
         ids = ids[nbytes > 0]
         if ids.size:
-            src, dst = msgs["src"][ids], msgs["dst"][ids]
-            flows = to_flows(self.topology, self.transport, src, dst, msgs["nbytes"][ids], ids, self.seed)
-            paths, latency = self.topology.route(src[flows.message], dst[flows.message], flows.choice)
+            src, dst, via = msgs["src"][ids], msgs["dst"][ids], msgs["via"][ids]
+            qps = msgs["qps"][ids]
+            flows = to_flows(
+                self.topology,
+                self.transport,
+                src,
+                dst,
+                msgs["nbytes"][ids],
+                msgs["key"][ids],
+                self.seed,
+                via=via,
+                qps=qps if np.any(qps > 1) else None,
+            )
+            m = flows.message
+            paths, latency = self.topology.route(
+                src[m], dst[m], flows.choice, via=via[m], leg=msgs["leg"][ids][m]
+            )
             owner = ids[flows.message]
             np.maximum.at(msgs["latency"], owner, latency)
             np.add.at(msgs["pending"], owner, 1)
@@ -271,7 +312,13 @@ class Fabric:
             np.maximum(self.link_peak_flows, self._count, out=self.link_peak_flows)
             self._solve(0.0)
         if empty.size:
-            _, latency = self.topology.route(msgs["src"][empty], msgs["dst"][empty], np.zeros(empty.size))
+            _, latency = self.topology.route(
+                msgs["src"][empty],
+                msgs["dst"][empty],
+                np.zeros(empty.size),
+                via=msgs["via"][empty],
+                leg=msgs["leg"][empty],
+            )
             msgs["latency"][empty] = latency
             self._deliver(empty)
 

@@ -28,6 +28,18 @@ class Schedule:
         step: step index per message, ``0 .. n_steps-1``.
         n_steps: number of steps.
         name: what it is, e.g. ``"all_reduce/ring"``.
+        lane: per message, the channel it belongs to (None: one channel). A member's channels
+            step on their own: step ``k+1`` of channel ``c`` waits only for step ``k`` of ``c``.
+        via: per message, the GPU whose NIC it leaves through (NCCL's PXN), -1 for its own.
+        key: per message, the connection ECMP hashes (None: every message hashes on its own).
+        leg: per message, a path cut at the NVSwitch (:data:`topologies.compiled.LEG_UP` /
+            ``LEG_DOWN``: NVLink SHARP reduction into and multicast out of the switch).
+        qps: flows per message between hosts (queue pairs per connection).
+        protocol: NCCL protocol (``LL``, ``LL128``, ``Simple``) that sets the per-message α;
+            None: the fabric's tier α.
+        wire: bytes on the wire per byte of ``nbytes`` (the protocol's framing: LL sends a flag
+            with every 4 data bytes).
+        algorithm, channels: what the schedule is, for results (``ring``, 8).
     """
 
     ranks: np.ndarray
@@ -37,6 +49,20 @@ class Schedule:
     step: np.ndarray
     n_steps: int
     name: str = "collective"
+    lane: np.ndarray | None = None
+    via: np.ndarray | None = None
+    key: np.ndarray | None = None
+    leg: np.ndarray | None = None
+    qps: int = 1
+    protocol: str | None = None
+    wire: float = 1.0
+    algorithm: str | None = None
+    channels: int = 1
+
+    @property
+    def n_lanes(self) -> int:
+        """Number of channels (independent step sequences per member)."""
+        return 1 if self.lane is None or self.lane.size == 0 else int(self.lane.max()) + 1
 
     @property
     def total_bytes(self) -> float:

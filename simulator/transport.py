@@ -99,20 +99,39 @@ def to_flows(
     nbytes: np.ndarray,
     message_id: np.ndarray,
     seed: int,
+    via: np.ndarray | None = None,
+    qps: np.ndarray | None = None,
 ) -> Flows:
     """Turn a batch of messages that start together into flows under ``transport``.
 
     Args:
         fabric: the compiled fabric (for leaves and spine count).
         src, dst: GPU ids per message. nbytes: bytes per message (> 0).
-        message_id: a stable id per message, hashed by ECMP and ``split``.
+        message_id: a stable id per message (or per connection), hashed by ECMP and ``split``.
         seed: the experiment seed; it changes ECMP hashing and nothing else.
+        via: per message, the GPU whose NIC it leaves through (PXN), -1 for its own; hashing and
+            leaf pairs then use that GPU.
+        qps: per message, the queue pairs of its connection: a message between two hosts becomes
+            that many equal flows (hashed on ``message_id * qps + j``) before ``transport`` acts on
+            each (``split:K`` cuts every one into K). None or 1 = one flow per message.
     """
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
     nbytes = np.asarray(nbytes, dtype=np.float64)
     message_id = np.asarray(message_id, dtype=np.int64)
     n = src.shape[0]
+    if via is not None:
+        via = np.asarray(via, dtype=np.int64)
+        src = np.where(via >= 0, via, src)
+    if qps is not None and n:
+        qps = np.where(fabric.gpu_host[src] != fabric.gpu_host[dst], np.asarray(qps, dtype=np.int64), 1)
+        if np.any(qps > 1):
+            rep = np.repeat(np.arange(n, dtype=np.int64), qps)
+            first = np.cumsum(qps) - qps
+            j = np.arange(rep.shape[0], dtype=np.int64) - first[rep]
+            key = message_id[rep] * qps[rep] + j
+            part = to_flows(fabric, transport, src[rep], dst[rep], nbytes[rep] / qps[rep], key, seed)
+            return Flows(rep[part.message], part.nbytes, part.choice)
     cross = fabric.crosses_spine(src, dst) if n else np.zeros(0, dtype=bool)
     spines = fabric.n_spines
     index = np.arange(n, dtype=np.int64)
