@@ -22,17 +22,59 @@ What nccl-tests prints (``src/common.cu``; checked on the logs in ``../shared/da
 Logs found in the wild also carry the launch command (``mpirun -np 16 -npernode 8 all_reduce_perf -b
 8 -e 8G -f 2 -g 1``, sometimes as a ``# cmd:`` comment), MPI and ``NCCL INFO`` chatter (ignored), or
 the same table twice (identical rows are read once).
+
+How :func:`parse_nccl_log` reads them
+-------------------------------------
+- Columns are found by name in the column header, so a missing ``root``, ``error`` for ``#wrong``
+  or extra columns read the same; a table without a header is read by its number of fields (13: the
+  current layout, 12: without ``root``, 11: without ``redop`` and ``root``).
+- Blank fields: older nccl-tests print ``redop`` in the header but an empty field in the rows of
+  ops without a reduction (``alltoall_perf``: 11 fields under 12 names). A row one or two fields
+  short leaves ``redop`` and/or ``root`` blank: the one the op lacks (no reduction: redop; a
+  reduction and no root: root), else (``reduce``, or op unknown) the one whose field does not fit
+  (a redop is a word). Blank reads as redop ``none``, root -1. Any other short row is an error.
+- Repeated sizes: nccl-tests rounds each requested size down to whole elements (whole elements per
+  rank for all_gather, alltoall...), so small requests print the same size on consecutive lines,
+  mostly 0 B (superbench's 8-rank alltoall prints five ``0 0 float`` rows for 1 to 16 B, its
+  all_reduce two for 1 and 2 B), each a new measurement. The first of
+  such a run of lines is kept, the rest dropped. Size 0 stays in :attr:`NcclLog.rows` (one row per
+  placement); it is a no-op collective whose time is launch overhead only, so a fit of latency or
+  bandwidth should drop it (``rows[rows["size"] > 0]``). The same size again on a later line must
+  repeat the values (a table printed twice, read once), else it is an error.
+- Ranks, hosts, GPU (rules in :mod:`calibration.nccl_log_header`): ``nranks=`` and ``hosts=``
+  arguments win. Otherwise ranks are launcher processes × ranks per process (``nThread`` ×
+  ``nGpus`` of the ``# nThread`` line, else ``-t`` × ``-g`` of the command; one process without a
+  launcher), or a ``# nranks: N`` comment, or the count of the ``# Rank`` lines (the ``# Using
+  devices`` block; with or without ``Group``) when they are complete: ranks 0..n-1 and ``nThread``
+  × ``nGpus`` of them per process shown. Rank lines that are not complete (an excerpt showing only
+  rank 127) only say "at least 128": then another source must give the count, else the log is
+  refused. Hosts are the distinct host names of complete Rank lines, else the launch command's
+  (``-npernode``, ``srun -N``), else None. :attr:`NcclLog.gpu` is the device name of the Rank lines.
+- Bad input raises :class:`NcclLogError`, one line naming the file, the line or field, and what to
+  fix (``pass nranks= (moesim calibrate --ranks N)`` where the log cannot settle the rank count).
 """
 
 from __future__ import annotations
 
 import math
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+
+from calibration.nccl_log_header import (
+    BINARY,
+    LAUNCHERS,
+    RANK_LINE,
+    WRAPPERS,
+    RankLine,
+    gpu_name,
+    launch_counts,
+    read_rank_line,
+    run_counts,
+    words,
+)
 
 OPS: dict[str, str] = {
     "all_reduce_perf": "all_reduce",
@@ -131,16 +173,15 @@ _RUN_KEYS = (
     "unalign",
 )
 _FOOTER_KEYS = ("Out of bounds values", "Avg bus bandwidth")
+# Ops with a reduction (a redop in every row) and with a root (a root in every row).
+_REDUCING = {"all_reduce", "reduce_scatter", "reduce"}
+_ROOTED = {"broadcast", "reduce", "gather", "scatter"}
 
-_RANK = re.compile(r"#?\s*Rank\s+(\d+)\s+Group\s+(\d+)\s+Pid\s+(\d+)\s+on\s+(\S+)\s+device\s+(\d+)")
 _STARTING = re.compile(r"Collective test (?:starting|concluded):\s*(\S+)")
-_BINARY = re.compile(r"^(?:.*/)?(\w+_perf)(?:_mpi)?$")
 _TESTS_VERSION = re.compile(r"\b(\w+-tests) version (\S+)")
 _NCCL_VERSION = re.compile(r"\bNCCL version (\S+)")
 _KEY_VALUE = re.compile(r"^([A-Za-z][\w .()/-]{0,40}?)\s*:\s*(.*)$")
 _ENV = re.compile(r"^\w+=")
-_LAUNCHERS = {"mpirun", "mpiexec", "mpiexec.hydra", "orterun", "srun"}
-_WRAPPERS = {"env", "timeout", "numactl", "taskset", "nsys", "sudo"}
 _PROMPT = re.compile(r"^(?:cmd:\s*|\S*[#$]\s+|>\s*)")  # "# cmd: ...", "$ ...", "user@host:~# ..."
 
 
@@ -157,18 +198,24 @@ class NcclLog:
         op: moesim op name (values of :data:`OPS`), None if the log does not say.
         command: the command line found in the log (or the test binary named by ``# Collective
             test starting``), None if none.
-        nranks: ranks in the communicator, None if the log does not say.
-        hosts: distinct hosts of the ``# Rank`` lines, else from the launch command, else None.
+        nranks: ranks in the communicator (the ``nranks`` argument, else from the log: see
+            "Ranks, hosts, GPU" above), None if the log does not say.
+        hosts: hosts of the run, likewise: the argument, else distinct host names of complete
+            ``# Rank`` lines, else the launch command's, else None.
         header: preamble and footer values as printed (strings), e.g. ``nThread``, ``nGpus``,
             ``minBytes``, ``maxBytes``, ``step``, ``warmup iters``, ``iters``, ``agg iters``,
             ``validation``, ``graph``, ``nccl-tests version``, ``NCCL version``, ``Out of bounds
             values``, ``Avg bus bandwidth``, and ``key: value`` comment lines (``cmd``, ``source``).
         rows: one row per (size, placement) (and type, redop, root, when a log has several), columns
             :data:`ROW_COLUMNS`: ``size`` bytes and ``count`` elements (int), ``type``, ``redop``
-            (``none`` when the log has no such column), ``root`` (int, -1 when absent),
-            ``placement`` (``out_of_place`` or ``in_place``), ``time_us`` (µs), ``algbw_gbps`` and
-            ``busbw_gbps`` (GB/s, 10^9 bytes/s), ``wrong`` (float, NaN for ``N/A`` or absent).
-            Sorted by placement (out-of-place first), then size.
+            (``none`` when the log has no such column or leaves it blank), ``root`` (int, -1 when
+            absent or blank), ``placement`` (``out_of_place`` or ``in_place``), ``time_us`` (µs),
+            ``algbw_gbps`` and ``busbw_gbps`` (GB/s, 10^9 bytes/s), ``wrong`` (float, NaN for
+            ``N/A`` or absent).
+            Sorted by placement (out-of-place first), then size. Rows of one size on consecutive
+            lines are read as their first (see "Repeated sizes" above).
+        gpu: GPU model named by the ``# Rank`` lines (``A100-SXM4-40GB``, ``NVIDIA H100 80GB
+            HBM3``; distinct names joined by ``", "``), None without them.
     """
 
     path: str
@@ -178,6 +225,7 @@ class NcclLog:
     hosts: int | None
     header: dict[str, str]
     rows: pd.DataFrame = field(compare=False)
+    gpu: str | None = None
 
 
 def bus_factor(op: str, nranks: int) -> float:
@@ -233,12 +281,15 @@ def _layout(tokens: list[str], placements: list[str]) -> _Layout | str:
 class _Reader:
     """State while reading one log, line by line."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, op: str | None) -> None:
         self.path = path
+        self.op = op  # the caller's, else found as we read (see op_now)
+        self.named = _op_from_name(path)
         self.layout: _Layout | None = None
         self.placements: list[str] = []
         self.header: dict[str, str] = {}
-        self.ranks: dict[int, str] = {}
+        self.ranks: dict[int, RankLine] = {}
+        self.previous: tuple | None = None  # (size, type, redop, root) of the last row line
         self.tested: str | None = None
         self.command: str | None = None
         self.binary: str | None = None
@@ -247,6 +298,34 @@ class _Reader:
 
     def fail(self, number: int, what: str) -> NcclLogError:
         return NcclLogError(f"{self.path}: line {number}: {what}")
+
+    def op_now(self) -> str | None:
+        """The op as known so far: argument, ``# Collective test starting``, command, file name."""
+        binary = self.tested if self.tested in OPS else self.binary
+        return self.op or (OPS[binary] if binary else self.named)
+
+    def blanks(self, fields: list[str], layout: _Layout) -> list[int] | None:
+        """Positions (in the header) of the ``redop`` / ``root`` columns a short row leaves blank,
+        None if the row cannot be read that way. Older nccl-tests print an empty redop for ops
+        that do not reduce (alltoall, all_gather): the blank column is the one the op lacks; for
+        ``reduce`` (it has both) or an unknown op, the one whose field does not fit (a redop is a
+        word, a root or a time a number)."""
+        short = layout.width - len(fields)
+        optional = [c for c in ("redop", "root") if c in layout.prefix]
+        if not 0 < short <= len(optional):
+            return None
+        at = layout.prefix.get("redop")
+        if short < len(optional):  # one of redop and root (both in the header) is blank
+            op = self.op_now()
+            if op is not None and op not in _REDUCING:
+                optional = ["redop"]
+            elif op is not None and op not in _ROOTED:
+                optional = ["root"]
+            else:
+                optional = ["redop"] if _numeric(fields[at]) else ["root"]
+        if at is not None and _numeric(fields[at]) != ("redop" in optional):  # the row says otherwise
+            return None
+        return sorted(layout.prefix[c] for c in optional)
 
     def line(self, number: int, raw: str) -> None:
         text = raw.strip()
@@ -264,24 +343,23 @@ class _Reader:
     def find_command(self, text: str) -> None:
         """Take ``text`` as the command if it runs a test binary: first word (after ``VAR=value``
         settings) the binary itself or a launcher or wrapper (``mpirun``, ``srun``, ``timeout``...)."""
-        tokens = _words(text)
-        words = [t for t in tokens if not _ENV.match(t)]
-        if not words:
+        plain = [t for t in words(text) if not _ENV.match(t)]
+        if not plain:
             return
-        match = _BINARY.match(words[0])
-        if not (match or Path(words[0]).name in _LAUNCHERS | _WRAPPERS):
+        match = BINARY.match(plain[0])
+        if not (match or Path(plain[0]).name in LAUNCHERS | WRAPPERS):
             return
-        for token in words:
-            match = _BINARY.match(token)
+        for token in plain:
+            match = BINARY.match(token)
             if match and match.group(1) in OPS:
                 self.command, self.binary = text, match.group(1)
                 return
 
     def comment(self, number: int, text: str, *, pairs: bool = True) -> None:
         """A line outside the table; ``pairs``: keep ``key: value`` lines in the header."""
-        rank = _RANK.search(text)
+        rank = read_rank_line(text)
         if rank:
-            self.ranks.setdefault(int(rank.group(1)), rank.group(4))
+            self.ranks.setdefault(rank.rank, rank)
             return
         body = text.lstrip("#").strip()
         tokens = body.split()
@@ -292,7 +370,7 @@ class _Reader:
             layout = _layout(tokens, self.placements)
             if isinstance(layout, str):
                 raise self.fail(number, layout)
-            self.layout, self.placements = layout, []
+            self.layout, self.placements, self.previous = layout, [], None
             return
         if "out-of-place" in body or "in-place" in body:
             self.placements = [
@@ -352,15 +430,22 @@ class _Reader:
             assert not isinstance(found, str)
             layout = found
         if len(fields) != layout.width:
-            raise self.fail(
-                number, f"expected {layout.width} columns ({' '.join(layout.names)}), got {len(fields)}"
-            )
+            blanks = self.blanks(fields, layout)
+            if blanks is None:
+                raise self.fail(
+                    number, f"expected {layout.width} columns ({' '.join(layout.names)}), got {len(fields)}"
+                )
+            for at in blanks:
+                fields.insert(at, "")
         p = layout.prefix
         size = self.whole(number, fields[p["size"]], "size")
         count = self.whole(number, fields[p["count"]], "count")
         kind = fields[p["type"]]
-        redop = fields[p["redop"]] if "redop" in p else "none"
-        root = self.whole(number, fields[p["root"]], "root", signed=True) if "root" in p else -1
+        redop = fields[p["redop"]] if "redop" in p and fields[p["redop"]] else "none"
+        root = -1
+        if "root" in p and fields[p["root"]]:
+            root = self.whole(number, fields[p["root"]], "root", signed=True)
+        repeat, self.previous = self.previous == (size, kind, redop, root), (size, kind, redop, root)
         for placement, g in layout.groups:
             where = placement.replace("_", "-")
             time = self.number(number, fields[g["time"]], f"time ({where})", positive=True)
@@ -373,11 +458,12 @@ class _Reader:
             values = (count, time, algbw, busbw, wrong)
             if key in self.rows:
                 first, seen = self.rows[key]
-                if not _same(seen, values):
+                if not (repeat or _same(seen, values)):  # a repeat on the next line: keep the first
                     raise self.fail(
                         number,
                         f"size {size} ({where}) has other values than line {first} "
-                        f"(count, time, algbw, busbw, #wrong {values} against {seen})",
+                        f"(count, time, algbw, busbw, #wrong {values} against {seen}): "
+                        "two runs in one file; split it into one log per run",
                     )
                 continue
             self.rows[key] = (number, values)
@@ -423,59 +509,17 @@ class _Reader:
         )
 
 
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _same(a: tuple, b: tuple) -> bool:
     """Equal values, NaN equal to NaN."""
     return all(x == y or (x != x and y != y) for x, y in zip(a, b, strict=True))  # NaN != NaN
-
-
-def _words(text: str) -> list[str]:
-    try:
-        return shlex.split(text)
-    except ValueError:
-        return text.split()
-
-
-def _launch(command: str, binary: str) -> tuple[int | None, int | None]:
-    """(ranks, hosts) from a launch command: launcher processes × ``-g`` GPUs × ``-t`` threads; one
-    process on one host without an MPI or Slurm launcher."""
-    tokens = _words(command)
-    at = next(i for i, t in enumerate(tokens) if (m := _BINARY.match(t)) and m.group(1) == binary)
-    args = tokens[at + 1 :]
-    per_process = (_option(args, ("-g", "--ngpus")) or 1) * (_option(args, ("-t", "--nthreads")) or 1)
-    start = next((i for i, t in enumerate(tokens[:at]) if Path(t).name in _LAUNCHERS), None)
-    if start is None:
-        return per_process, 1
-    launcher = tokens[start:at]
-    if Path(launcher[0]).name == "srun":
-        procs = _option(launcher, ("-n", "--ntasks"))
-        hosts = _option(launcher, ("-N", "--nodes"))
-        per_host = _option(launcher, ("--ntasks-per-node",))
-        if procs is None and hosts and per_host:
-            procs = hosts * per_host
-    else:  # mpirun, mpiexec, orterun and look-alikes
-        procs = _option(launcher, ("-np", "-n", "--np", "-c"))
-        per_host = _option(launcher, ("-npernode", "--npernode", "-N"))
-        ppr = re.search(r"ppr:(\d+):node", " ".join(launcher))
-        per_host = per_host or (int(ppr.group(1)) if ppr else None)
-        hosts = -(-procs // per_host) if procs and per_host else None
-    return (procs * per_process if procs else None), hosts
-
-
-def _option(tokens: list[str], names: tuple[str, ...]) -> int | None:
-    """The whole-number value of the first of ``names`` in ``tokens`` (``-g 8``, ``-g8``, ``--ngpus=8``)."""
-    for i, token in enumerate(tokens):
-        for name in names:
-            if token == name and i + 1 < len(tokens):
-                value = tokens[i + 1]
-            elif token.startswith(name + "="):
-                value = token[len(name) + 1 :]
-            elif len(name) == 2 and token.startswith(name) and token[2:].isdigit():
-                value = token[2:]
-            else:
-                continue
-            if value.isascii() and value.isdigit():
-                return int(value)
-    return None
 
 
 def _op_from_name(path: str) -> str | None:
@@ -490,33 +534,36 @@ def _moesim_op(op: str) -> str:
     return name
 
 
-def parse_nccl_log(path: str | Path, *, op: str | None = None, nranks: int | None = None) -> NcclLog:
-    """Read an nccl-tests log (stdout) into an :class:`NcclLog`.
+def parse_nccl_log(
+    path: str | Path, *, op: str | None = None, nranks: int | None = None, hosts: int | None = None
+) -> NcclLog:
+    """Read an nccl-tests log (stdout) into an :class:`NcclLog`, as the module docstring describes.
 
-    Columns are found by name from the column header line (``size count type redop ...``), so logs
-    without ``root``, with ``error`` for ``#wrong`` or with extra columns read the same; a table with
-    no header is read by its number of fields (13: the current layout, 12: without ``root``, 11:
-    without ``redop`` and ``root``). Non-table lines (MPI or NCCL chatter) are skipped.
-
-    ``op`` (a moesim op name or an nccl-tests binary) is the argument, else the test binary of the
-    ``# Collective test starting`` line or of the command line, else an op named in the file name
-    (``all_reduce``, ``alltoall``, ``sendrecv``, ...), else None. ``nranks`` is the argument, else
-    the number of distinct ranks of the ``# Rank`` lines, else launcher processes (``-np N``) × ``-g``
-    × ``-t`` of the command line, else a ``# nranks: N`` comment (as :func:`format_nccl_log` writes),
-    else None.
+    Args:
+        path: the log.
+        op: moesim op name or nccl-tests binary; None: the test binary of the ``# Collective test
+            starting`` line or of the command line, else an op named in the file name
+            (``all_reduce``, ``alltoall``, ``sendrecv``, ...), else None.
+        nranks: ranks of the run (>= 1), over what the log says; None: from the log.
+        hosts: hosts of the run (>= 1), over what the log says; None: from the log.
 
     Raises:
         NcclLogError: unreadable file, a row with the wrong number of fields or a field that is not a
-            number (sizes whole, times positive), the same size printed twice with other values, or no
-            row at all. The message names the file and the line.
-        ValueError: an unknown ``op`` argument.
+            number (sizes whole, times positive), the same size printed twice with other values, no
+            row at all, or (without ``nranks``) rank or host counts the log cannot settle. One line
+            naming the file, the line or field, and the fix.
+        ValueError: an unknown ``op``, or ``nranks`` or ``hosts`` below 1.
     """
+    name = _moesim_op(op) if op is not None else None
+    for what, value in (("nranks", nranks), ("hosts", hosts)):
+        if value is not None and value < 1:
+            raise ValueError(f"{what} must be at least 1, got {value}")
     where = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as err:
         raise NcclLogError(f"{where}: cannot read the log ({err.strerror or err})") from None
-    reader = _Reader(where)
+    reader = _Reader(where, name)
     for number, raw in enumerate(text.splitlines(), start=1):
         reader.line(number, raw)
     if not reader.rows:
@@ -524,22 +571,25 @@ def parse_nccl_log(path: str | Path, *, op: str | None = None, nranks: int | Non
             f"{where}: no data rows (expected an nccl-tests table: size count type redop root time algbw "
             f"busbw #wrong ...)"
         )
-    binary = reader.tested if reader.tested in OPS else reader.binary
-    name = _moesim_op(op) if op is not None else (OPS[binary] if binary else _op_from_name(where))
-    launched, launch_hosts = (None, None)
+    per_process = None  # ranks per process: nThread x nGpus of the "# nThread" line
+    threads, gpus = reader.header.get("nThread", "1"), reader.header.get("nGpus")
+    if gpus is not None and (threads + gpus).isascii() and (threads + gpus).isdigit():
+        per_process = int(threads) * int(gpus)
+    launched: tuple[int | None, int | None] = (None, None)
     if reader.command is not None and reader.binary is not None:
-        launched, launch_hosts = _launch(reader.command, reader.binary)
-    if nranks is None:
-        nranks = len(reader.ranks) or launched or reader.nranks_note
-    hosts = len(set(reader.ranks.values())) or launch_hosts
+        launched = launch_counts(reader.command, reader.binary, per_process)
+    counts = run_counts(reader.ranks, per_process, launched, reader.nranks_note, nranks=nranks, hosts=hosts)
+    if isinstance(counts, str):
+        raise NcclLogError(f"{where}: {counts}")
     return NcclLog(
         path=where,
-        op=name,
+        op=reader.op_now(),
         command=reader.command or reader.tested,
-        nranks=nranks,
-        hosts=hosts,
+        nranks=counts[0],
+        hosts=counts[1],
         header=reader.header,
         rows=reader.frame(),
+        gpu=gpu_name(reader.ranks),
     )
 
 
@@ -624,7 +674,7 @@ def format_nccl_log(
     _check_rows(rows)
     if nranks < 1:
         raise ValueError(f"nranks must be at least 1, got {nranks}")
-    listed = {int(m.group(1)) for line in rank_lines or [] if (m := _RANK.search(line))}
+    listed = {int(m.group(1)) for line in rank_lines or [] if (m := RANK_LINE.search(line))}
     if listed and len(listed) != nranks:
         raise ValueError(f"rank_lines name {len(listed)} ranks, but nranks is {nranks}")
     header = dict(header or {})

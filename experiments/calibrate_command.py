@@ -4,7 +4,7 @@
 
     moesim calibrate LOG.txt [LOG.txt ...] [GEMM.csv] [TRACE.json] --topology EXPERIMENT.yaml
                      --out calibrated.yaml [--holdout alternate | sizes:1MiB,4MiB | file:NAME]
-                     [--placement out_of_place|in_place] [--ranks N] [--min-size 1MiB]
+                     [--placement out_of_place|in_place] [--ranks N] [--hosts N] [--min-size 1MiB]
                      [--report calibrated.html] [--gpu h100]
 
 nccl-tests logs are fitted (:mod:`calibration.fit`); a kernel-timing CSV (``op,m,n,k,dtype,
@@ -55,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--placement", choices=("out_of_place", "in_place"), default="out_of_place", help="which half"
     )
-    parser.add_argument("--ranks", type=whole(1), default=None, help="ranks, for logs that do not say")
+    parser.add_argument(
+        "--ranks", type=whole(1), default=None, help="ranks of every log, over what the logs say"
+    )
+    parser.add_argument(
+        "--hosts", type=whole(1), default=None, help="hosts of every log, over what the logs say"
+    )
     parser.add_argument("--min-size", default="1MiB", help="smallest size in the headline MAPE (1MiB)")
     parser.add_argument("--report", type=Path, default=None, help="HTML report (default: OUT with .html)")
     parser.add_argument("--gpu", choices=sorted(GPUS), default="h100", help="GPU kind of kernel CSVs")
@@ -73,7 +78,8 @@ def _measurements(logs: list[NcclLog], placement: str, ranks: int | None) -> pd.
         nranks = log.nranks or ranks
         if nranks is None:
             raise UsageError(f"{name}: the log does not say how many ranks ran; pass --ranks N")
-        rows = log.rows[log.rows["placement"] == placement]
+        # a size-0 collective moves nothing: its time is a launch, not the fabric's
+        rows = log.rows[(log.rows["placement"] == placement) & (log.rows["size"] > 0)]
         if rows.empty:
             raise UsageError(f"{name}: no {placement} rows (try --placement)")
         frames.append(
@@ -172,7 +178,7 @@ def _run(argv: Sequence[str] | None) -> int:
     log_paths, tables, traces = _classify(list(args.files))
     plan = load_experiment(args.topology)
     spec = plan.experiment.topology.spec()
-    logs = [parse_nccl_log(path) for path in log_paths]
+    logs = [parse_nccl_log(path, nranks=args.ranks, hosts=args.hosts) for path in log_paths]
     rows = _measurements(logs, args.placement, args.ranks)
     held = _holdout(args.holdout, rows)
     if held.all():
