@@ -39,15 +39,25 @@ import math
 import numpy as np
 
 from simulator.ops import Collective, Schedule
-from topologies.leaf_spine import LeafSpine
+from topologies.description import DescribedFabric, FabricDescription, as_description
 
 MAX_CHUNKS = 64
 """Most chunks the pipelined all-reduce cuts a buffer into."""
 
-OPS = ("all_to_all", "all_gather", "reduce_scatter", "all_reduce", "send_recv", "permutation", "shift")
+OPS = (
+    "all_to_all",
+    "all_gather",
+    "reduce_scatter",
+    "all_reduce",
+    "broadcast",
+    "reduce",
+    "send_recv",
+    "permutation",
+    "shift",
+)
 
 
-def communicator(spec: LeafSpine, ranks: str = "all") -> np.ndarray:
+def communicator(spec: FabricDescription, ranks: str = "all") -> np.ndarray:
     """GPU ids of a communicator: ``all`` GPUs, ``one_per_host`` (local GPU 0 of every host) or
     ``rail:i`` (local GPU i of every host)."""
     gpus = np.arange(spec.gpus, dtype=np.int64)
@@ -122,7 +132,7 @@ def all_reduce(
     size: float,
     algorithm: str = "ring",
     gpus_per_host: int = 1,
-    spec: LeafSpine | None = None,
+    spec: FabricDescription | None = None,
 ) -> Schedule:
     """All-reduce of ``size`` bytes per rank: ``ring``, ``hierarchical`` or ``pipelined`` (whose
     chunking follows the fabric ``spec``'s latencies and bandwidths); see the module docstring."""
@@ -132,7 +142,7 @@ def all_reduce(
     if algorithm == "pipelined":
         if spec is None:
             raise ValueError("a pipelined all_reduce needs the fabric spec (it sets the chunking)")
-        return pipelined_all_reduce(ranks, size, spec)
+        return pipelined_all_reduce(ranks, size, as_description(spec))
     if algorithm != "hierarchical":
         raise ValueError(
             f'"{algorithm}" is not an all_reduce algorithm (try ring, hierarchical or pipelined)'
@@ -161,7 +171,7 @@ def pipeline_chunks(phases: int, bottleneck_time: float, alpha: float) -> int:
     return int(min(MAX_CHUNKS, max(1, round(math.sqrt((phases - 1) * bottleneck_time / alpha)))))
 
 
-def pipelined_all_reduce(ranks: np.ndarray, size: float, spec: LeafSpine) -> Schedule:
+def pipelined_all_reduce(ranks: np.ndarray, size: float, spec: FabricDescription) -> Schedule:
     """Pipelined hierarchical all-reduce of ``size`` bytes per rank on ``spec`` (module docstring)."""
     grid = host_grid(ranks, spec.gpus_per_host, "pipelined all_reduce")
     h, g = grid.shape
@@ -232,17 +242,39 @@ def shift(ranks: np.ndarray, size: float, gpus_per_host: int, k: int) -> Schedul
 
 
 def collective_schedule(
-    spec: LeafSpine,
+    spec: FabricDescription | DescribedFabric,
     op: str,
     size: float,
     algorithm: str | None = None,
     ranks: str = "all",
     k: int | None = None,
     seed: int = 0,
+    protocol: str | None = None,
+    channels: int | None = None,
+    qps: int = 1,
 ) -> Schedule:
-    """The schedule of one collective or pattern on the fabric ``spec`` (see module docstring)."""
-    members = communicator(spec, ranks)
-    g = spec.gpus_per_host
+    """The schedule of one collective or pattern on the fabric ``spec`` (see module docstring).
+
+    ``algorithm`` None is moesim's own schedule of this module (one flow per message, the fabric's
+    tier α); ``auto`` or an NCCL algorithm name (:data:`workloads.nccl.ALGORITHMS`) is NCCL's, on
+    ``channels`` channels (None: NCCL's default for the fabric) with ``qps`` queue pairs per
+    connection, under ``protocol`` (``auto``, ``LL``, ``LL128``, ``Simple``; None: ``auto`` with
+    ``algorithm: auto``, else Simple). ``hierarchical`` and ``pipelined`` are moesim's own
+    all-reduces. Raises ValueError (:class:`workloads.nccl.AlgorithmError` for settings that do not
+    apply) with a one-line message.
+    """
+    from workloads import nccl  # nccl builds on this module's schedules
+
+    fabric = as_description(spec)
+    members = communicator(fabric, ranks)
+    g = fabric.gpus_per_host
+    if algorithm is not None and algorithm not in ("hierarchical", "pipelined") and op in nccl.ALGORITHMS:
+        algorithm, protocol, channels = nccl.resolve(fabric, op, members, size, algorithm, protocol, channels)
+        return nccl.nccl_schedule(fabric, op, members, size, algorithm, protocol, channels, qps)
+    if protocol is not None or channels is not None or qps != 1:
+        raise ValueError(
+            "algorithm: protocol, channels and qps_per_connection need an NCCL algorithm (try auto)"
+        )
     if op == "all_to_all":
         if algorithm not in (None, "direct"):
             raise ValueError(f'"{algorithm}" is not an all_to_all algorithm (try direct)')
@@ -252,13 +284,16 @@ def collective_schedule(
             raise ValueError(f'"{algorithm}" is not an {op} algorithm (try ring)')
         return all_gather(members, size) if op == "all_gather" else reduce_scatter(members, size)
     if op == "all_reduce":
-        return all_reduce(members, size, algorithm or "ring", g, spec)
+        return all_reduce(members, size, algorithm or "ring", g, fabric)
+    if op in ("broadcast", "reduce"):
+        algorithm, protocol, channels = nccl.resolve(fabric, op, members, size, "ring", "Simple", None)
+        return nccl.nccl_schedule(fabric, op, members, size, algorithm, protocol, channels, qps)
     if op == "send_recv":
         return send_recv(members, size)
     if op == "permutation":
         return permutation(members, size, g, seed)
     if op == "shift":
-        return shift(members, size, g, spec.hosts_per_leaf if k is None else k)
+        return shift(members, size, g, fabric.hosts_per_leaf if k is None else k)
     raise ValueError(f'"{op}" is not a collective (try one of {", ".join(OPS)})')
 
 

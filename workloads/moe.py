@@ -30,6 +30,7 @@ from placement.layout import Placement
 from simulator.ops import Collective, Compute, Op, Schedule
 from topologies.leaf_spine import LeafSpine
 from workloads.kernel_model import RooflineGEMM
+from workloads.nccl import over_channels
 from workloads.routing_trace import RoutingTrace
 
 GOLDEN = 0.6180339887498949
@@ -200,6 +201,8 @@ def moe_programs(
     hierarchical: bool = False,
     layers: int | None = None,
     token_home: str = "source",
+    channels: int = 1,
+    qps: int = 1,
 ) -> dict[int, list[Op]]:
     """Per-rank programs of the MoE layers of ``trace`` under ``placement`` on fabric ``spec``.
 
@@ -210,6 +213,9 @@ def moe_programs(
     expert outputs on the GPU of its first expert, which dispatches it to the next layer; the
     last layer combines back to the source). Under ``top_expert`` a token that stays with
     experts of one GPU costs no network, so inter-layer affinity pays; its combine is direct.
+
+    ``channels`` and ``qps``: dispatch and combine run over that many channels with that many queue
+    pairs per connection (:func:`workloads.nccl.over_channels`); 1 and 1 is one flow per message.
     """
     if token_home not in ("source", "top_expert"):
         raise MoEError(f"token_home: {token_home!r} is not source or top_expert")
@@ -245,6 +251,8 @@ def moe_programs(
             unit = token_bytes * combine_scale
             combine = _schedule(f"moe{layer}/combine", ranks, [_pairs(traffic.combine, ranks, unit, 0)])
             home = traffic.top_gpu
+        dispatch = over_channels(dispatch, channels, qps, spec.gpus)
+        combine = over_channels(combine, channels, qps, spec.gpus)
         dispatch_op, combine_op = Collective(dispatch), Collective(combine)
         for r in ranks:
             tokens = traffic.slot_tokens[gpu_of_slot == r]
