@@ -134,10 +134,6 @@ def _checked(path: Path) -> Plan:
     return plan
 
 
-def _replay(args: argparse.Namespace) -> int:
-    return replay_main(args.options)
-
-
 def _validate(args: argparse.Namespace) -> int:
     plan = _checked(args.experiment)
     print(f"{args.experiment}: valid, {len(plan.points)} point{'s' if len(plan.points) != 1 else ''}")
@@ -149,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["place"]:  # all of its arguments are options, which REMAINDER would not take
         return place_main(argv[1:])
+    if argv[:1] == ["replay"]:  # "replay --help" too: REMAINDER cannot start with an option
+        return replay_main(argv[1:])
     if argv[:1] == ["calibrate"]:
         from experiments.calibrate_command import main as calibrate_main
 
@@ -164,7 +162,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             "validate": _validate,
             "report": _report,
             "trace": _trace,
-            "replay": _replay,
         }
         return commands[args.command](args)
     except (ConfigError, UsageError, ExecutorError, ReportError) as err:

@@ -36,14 +36,36 @@ from experiments.units import UnitError, parse_bandwidth, parse_size, parse_time
 from simulator.transport import parse_transport
 from topologies.leaf_spine import (
     DEFAULT_LINK_LATENCY,
+    DEFAULT_LL128_MESSAGE_LATENCY,
+    DEFAULT_LL128_NVLINK_MESSAGE_LATENCY,
+    DEFAULT_LL_MESSAGE_LATENCY,
+    DEFAULT_LL_NVLINK_MESSAGE_LATENCY,
     DEFAULT_MESSAGE_LATENCY,
     DEFAULT_NVLINK_BANDWIDTH,
     DEFAULT_NVLINK_MESSAGE_LATENCY,
+    GPU_KINDS,
     LeafSpine,
     TopologyError,
     validate,
 )
-from workloads.collectives import OPS
+from workloads.collectives import OPS, communicator
+from workloads.nccl import ALGORITHMS as NCCL_ALGORITHMS
+from workloads.nccl import AlgorithmError, check_algorithm
+
+OWN_ALGORITHMS = {"all_reduce": ("hierarchical", "pipelined")}
+"""moesim's own all-reduces besides NCCL's algorithms."""
+WORKLOAD_ALGORITHMS = (
+    "auto",
+    "direct",
+    "pxn",
+    "ring",
+    "tree",
+    "nvls",
+    "nvls_tree",
+    "pat",
+    "hierarchical",
+    "pipelined",
+)
 
 PLACEMENT_METHODS = ("round_robin", "random", "greedy", "eplb", "ilp")
 """Placement methods by name (``eplb:N`` asks for N redundant expert slots; plain ``eplb`` for one
@@ -127,6 +149,11 @@ class TopologyConfig(BaseModel):
     rail_optimized: bool = False
     nic_efficiency: EfficiencyCurve = ()
     nvlink_efficiency: EfficiencyCurve = ()
+    gpu: Literal[GPU_KINDS] = "H100"  # type: ignore[valid-type]
+    ll_message_latency: Time = DEFAULT_LL_MESSAGE_LATENCY
+    ll128_message_latency: Time = DEFAULT_LL128_MESSAGE_LATENCY
+    ll_nvlink_message_latency: Time = DEFAULT_LL_NVLINK_MESSAGE_LATENCY
+    ll128_nvlink_message_latency: Time = DEFAULT_LL128_NVLINK_MESSAGE_LATENCY
 
     def spec(self) -> LeafSpine:
         """The simulator's fabric parameters."""
@@ -134,13 +161,22 @@ class TopologyConfig(BaseModel):
 
 
 class CollectiveWorkload(BaseModel):
-    """``workload: {kind: collective, ...}`` — one collective or traffic pattern on a communicator."""
+    """``workload: {kind: collective, ...}`` — one collective or traffic pattern on a communicator.
+
+    ``algorithm`` left out is moesim's own schedule of the op (:mod:`workloads.collectives`);
+    ``auto`` or an NCCL algorithm runs NCCL's (:mod:`workloads.nccl`) on ``channels`` channels
+    (default: NCCL's for the fabric) with ``qps_per_connection`` queue pairs, under ``protocol``
+    (default ``auto`` with ``algorithm: auto``, else ``Simple``), as NCCL_ALGO / NCCL_PROTO pin them.
+    """
 
     model_config = Strict
     kind: Literal["collective"]
     op: Literal[OPS]  # type: ignore[valid-type]
     size: Size
-    algorithm: Literal["direct", "ring", "hierarchical", "pipelined"] | None = None
+    algorithm: Literal[WORKLOAD_ALGORITHMS] | None = None  # type: ignore[valid-type]
+    protocol: Literal["auto", "LL", "LL128", "Simple"] | None = None
+    channels: int | None = Field(default=None, ge=1)
+    qps_per_connection: int = Field(default=1, ge=1)
     ranks: str = "all"
     k: int | None = Field(default=None, ge=1)
 
@@ -155,15 +191,21 @@ class CollectiveWorkload(BaseModel):
 
     @model_validator(mode="after")
     def _algorithm_fits_op(self) -> CollectiveWorkload:
-        allowed = {
-            "all_to_all": ("direct",),
-            "all_gather": ("ring",),
-            "reduce_scatter": ("ring",),
-            "all_reduce": ("ring", "hierarchical", "pipelined"),
-        }.get(self.op, ())
+        nccl_ones = NCCL_ALGORITHMS.get(self.op, ())
+        allowed = (("auto", *nccl_ones) if nccl_ones else ()) + OWN_ALGORITHMS.get(self.op, ())
         if self.algorithm is not None and self.algorithm not in allowed:
             hint = f"try {' or '.join(allowed)}" if allowed else "leave it out"
             raise ValueError(f"algorithm: {self.algorithm} does not apply to op {self.op} ({hint})")
+        nccl = self.algorithm in ("auto", *nccl_ones) or (
+            self.algorithm is None and self.op in ("broadcast", "reduce")
+        )
+        for name in ("protocol", "channels"):
+            if getattr(self, name) is not None and not nccl:
+                raise ValueError(f"{name}: needs an NCCL algorithm for {self.op} (try algorithm: auto)")
+        if self.qps_per_connection != 1 and not nccl:
+            raise ValueError(
+                f"qps_per_connection: needs an NCCL algorithm for {self.op} (try algorithm: auto)"
+            )
         if self.k is not None and self.op != "shift":
             raise ValueError(f"k: only the shift pattern takes k, not op {self.op}")
         return self
@@ -221,6 +263,10 @@ class MoeWorkload(BaseModel):
     """Where a token goes between layers: back to its ``source`` GPU, or on to the GPU of its first
     expert (``top_expert``, ExFlow-style: inter-layer affinity saves traffic; needs direct dispatch)."""
     layers: int | None = Field(default=None, ge=1)
+    channels: int = Field(default=1, ge=1)
+    """Channels dispatch and combine run over (connections per GPU pair)."""
+    qps_per_connection: int = Field(default=1, ge=1)
+    """Queue pairs (flows between hosts) per connection."""
     gpu: Literal["h100", "h800", "h200", "a100", "b200"] = "h100"
     dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     efficiency: float = Field(default=0.7, gt=0, le=1)
@@ -361,6 +407,13 @@ class Experiment(BaseModel):
                 f"workload.ranks: {ranks} needs rail < gpus_per_host={self.topology.gpus_per_host}"
                 f" (try rail:0 .. rail:{self.topology.gpus_per_host - 1})"
             )
+        work = self.workload
+        if work.algorithm is not None and work.algorithm in NCCL_ALGORITHMS.get(work.op, ()):
+            fabric = self.topology.spec().describe()
+            try:
+                check_algorithm(fabric, work.op, communicator(fabric, ranks), work.algorithm)
+            except AlgorithmError as err:
+                raise ValueError(f"workload.{err}") from None
         return self
 
 

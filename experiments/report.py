@@ -62,7 +62,9 @@ METRICS = (
     "solves",
     "error",
 )
-NOT_PARAMETERS = frozenset({"point", "seed", "transport", *METRICS})
+CHOICES = ("algorithm", "protocol", "channels")
+"""What a collective point ran (:func:`experiments.runner.collective_choice`): outcomes, not parameters."""
+NOT_PARAMETERS = frozenset({"point", "seed", "transport", *METRICS, *CHOICES})
 
 TITLES = {
     "completion": "Completion time",

@@ -27,7 +27,8 @@ from workloads.collectives import collective_programs, collective_schedule
 from workloads.kernel_model import GPUS, KernelTableError, MeasuredGEMM, RooflineGEMM
 from workloads.kineto import KinetoError, KinetoTrace, load_kineto
 from workloads.moe import moe_metrics, moe_programs
-from workloads.replay import CommModel, ReplayError, check_comm, replay_programs
+from workloads.replay import replay_programs
+from workloads.replay_comm import CommModel, ReplayError, check_comm
 from workloads.routing_trace import RoutingTrace, TraceError, load_trace
 from workloads.synthetic_trace import synth_trace
 
@@ -139,14 +140,14 @@ def preflight(point: Experiment) -> None:
     work = point.workload
     if work.kind == "replay":
         try:
-            _, ranks, comm = _replay_setup(point)
+            trace, ranks, comm = _replay_setup(point)
         except KinetoError as err:
             raise ConfigError(f"workload.trace: {err}") from None
         spec = point.topology.spec()
         if ranks > spec.gpus:
             raise ConfigError(f"workload.ranks: {ranks} ranks but the fabric has {spec.gpus} GPUs")
         try:
-            check_comm(comm, ranks, spec.gpus_per_host)
+            check_comm(comm, ranks, spec.gpus_per_host, labels={k.comm for k in trace.communication})
         except ReplayError as err:
             raise ConfigError(f"workload: {err}") from None
         return
@@ -217,6 +218,9 @@ def point_programs(point: Experiment, placement: Placement | None = None) -> dic
             ranks=work.ranks,
             k=work.k,
             seed=point.seed,
+            protocol=work.protocol,
+            channels=work.channels,
+            qps=work.qps_per_connection,
         )
         return collective_programs(schedule)
     fit, trace = point_traces(point)
@@ -237,6 +241,8 @@ def point_programs(point: Experiment, placement: Placement | None = None) -> dic
         hierarchical=work.dispatch == "hierarchical",
         layers=work.layers,
         token_home=work.token_home,
+        channels=work.channels,
+        qps=work.qps_per_connection,
     )
 
 
@@ -258,11 +264,25 @@ def moe_point_metrics(
     }
 
 
-def simulate_point(point: Experiment, placement: Placement | None = None) -> SimResult:
-    """Simulate one point of an experiment (a MoE point under ``placement`` when given)."""
+def collective_choice(programs: dict) -> dict[str, Any]:
+    """What a collective point ran: ``algorithm``, ``protocol`` and ``channels`` of its schedule
+    (``algorithm`` is the schedule's name after the op for moesim's own, ``protocol`` None there)."""
+    schedule = next(op for ops in programs.values() for op in ops).schedule
+    return {
+        "algorithm": schedule.algorithm or schedule.name.split("/", 1)[-1],
+        "protocol": schedule.protocol,
+        "channels": schedule.channels,
+    }
+
+
+def simulate_point(
+    point: Experiment, placement: Placement | None = None, programs: dict | None = None
+) -> SimResult:
+    """Simulate one point of an experiment (a MoE point under ``placement`` when given; the
+    point's :func:`point_programs` unless ``programs`` are given)."""
     return simulate(
         compile_fabric(point.topology.spec()),
-        point_programs(point, placement),
+        point_programs(point, placement) if programs is None else programs,
         parse_transport(point.transport),
         seed=point.seed,
         record_timeline=point.record.timeline,
@@ -293,7 +313,8 @@ def run_point(index: int, swept: dict[str, Any], point: Experiment) -> PointResu
     row = point_row(index, swept, point)
     try:
         placement = point_placement(point, point_traces(point)[0]) if point.workload.kind == "moe" else None
-        result = simulate_point(point, placement)
+        programs = point_programs(point, placement)
+        result = simulate_point(point, placement, programs)
     except Exception as err:  # recorded, not raised: the sweep goes on
         last = traceback.format_exception_only(type(err), err)[-1].strip()
         row.update({name: np.nan for name in METRICS})
@@ -301,6 +322,8 @@ def run_point(index: int, swept: dict[str, Any], point: Experiment) -> PointResu
         row["error"] = last
         return PointResult(row)
     row.update(result.summary())
+    if point.workload.kind == "collective":
+        row.update(collective_choice(programs))
     links = result.links()
     if point.workload.kind == "moe":
         row.update(moe_point_metrics(point, placement, result.ops, links))

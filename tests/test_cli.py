@@ -125,6 +125,23 @@ BAD = [
     (edited(topology__nic_bandwidth=None), "topology.nic_bandwidth: required key is missing"),
     (edited(workload__op="all_to_some"), "workload.op: "),
     (edited(workload__algorithm="hierarchical"), "workload.algorithm: hierarchical does not apply"),
+    (
+        edited(topology__gpu="A100", workload__op="all_reduce", workload__algorithm="nvls_tree"),
+        "workload.algorithm: nvls_tree needs an NVLink domain with NVLink SHARP",
+    ),
+    (
+        edited(workload__op="all_reduce", workload__algorithm="pat"),
+        "workload.algorithm: pat does not apply to op all_reduce (try auto or ring or tree or nvls",
+    ),
+    (
+        edited(workload__op="all_gather", workload__algorithm="pat"),
+        "workload.algorithm: pat needs one rank per host (this communicator has 2; try ring)",
+    ),
+    (edited(workload__op="all_gather", workload__algorithm="pat", workload__ranks="one_per_host"), None),
+    (edited(workload__protocol="LL"), "workload.protocol: needs an NCCL algorithm for all_to_all"),
+    (edited(workload__algorithm="direct", workload__protocol="LL64"), "workload.protocol: 'LL64' is not"),
+    (edited(workload__algorithm="direct", workload__channels=0), "workload.channels: must be >= 1"),
+    (edited(topology__gpu="V100"), "topology.gpu: 'V100' is not allowed"),
     (edited(transport="spray2"), 'transport: "spray2" is not a transport'),
     (edited(sweep={"transport": []}), "sweep.transport: empty list"),
     (edited(sweep={"workload.sise": ["1MiB"]}), "sweep.workload.sise: not a key of the experiment"),

@@ -158,10 +158,10 @@ def test_a_failing_point_is_recorded_and_the_others_run(
 ) -> None:
     real = runner.simulate_point
 
-    def flaky(point, placement=None):  # noqa: ANN001, ANN202
+    def flaky(point, placement=None, programs=None):  # noqa: ANN001, ANN202
         if point.transport == "spray":
             raise RuntimeError("injected failure")
-        return real(point, placement)
+        return real(point, placement, programs)
 
     monkeypatch.setattr(runner, "simulate_point", flaky)
     exp = write(tmp_path, {"transport": ["ecmp", "spray", "ethereal"]})
