@@ -20,16 +20,13 @@ from simulator.transport import parse_transport
 from topologies.compiled import compile_fabric
 from topologies.leaf_spine import LeafSpine
 from workloads.kineto import KinetoTrace, critical_path, load_kineto
-from workloads.replay import (
+from workloads.replay import build_replay, compute_only_programs, replay_programs, simulate_replay
+from workloads.replay_comm import (
     CommModel,
     ReplayError,
-    build_replay,
     comm_bytes,
     comm_schedule,
-    compute_only_programs,
     hit_probability,
-    replay_programs,
-    simulate_replay,
     token_bytes,
 )
 
@@ -77,7 +74,15 @@ PAIR = LeafSpine(  # two GPUs on two hosts, 100 B/s, no latency: times are easy 
     nvlink_message_latency=0.0,
 )
 # each rank holds one of 2 experts, a token picks 1: half the tokens go to the peer, 100 bytes each
-TINY = CommModel(hidden=100, tokens=2, top_k=1, experts=2, scale_bytes=0.0, combine_bytes_per_element=2.0)
+TINY = CommModel(
+    hidden=100,
+    tokens=2,
+    top_k=1,
+    experts=2,
+    scale_bytes=0.0,
+    combine_bytes_per_element=2.0,
+    nccl_algorithm="ring",
+)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -144,7 +149,8 @@ def test_nccl_kernels_use_the_trace_size_or_the_model(tmp_path: Path) -> None:
     assert nccl.nbytes == 200
     result = simulate(compile_fabric(PAIR), replay_programs(trace, PAIR, ranks=2, comm=TINY), ECMP)
     rows = result.ops[result.ops["label"] == "nccl_all_reduce"]
-    assert (rows["end"] - rows["start"]).tolist() == pytest.approx([2.0, 2.0])  # ring: 2 steps of 100 B
+    # ring under LL (NCCL's choice for 200 B): 2 steps of 100 B, each twice that on the wire
+    assert (rows["end"] - rows["start"]).tolist() == pytest.approx([4.0, 4.0], rel=1e-5)
     bare = small_trace(tmp_path, launched(ALL_REDUCE, 27, -3, 170, 30, 8))
     with pytest.raises(ReplayError, match="no message size"):
         replay_programs(bare, PAIR, ranks=2, comm=TINY)
@@ -303,6 +309,10 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
     bad.write_text('{"traceEvents": [')
     small = tmp_path / "small.json"
     small.write_text(json.dumps({"traceEvents": launched("A0", 7, 0, 0, 5, 1)}))
+    deepep = tmp_path / "deepep.json"
+    deepep.write_text(
+        json.dumps({"traceEvents": [*launched("A0", 7, 0, 0, 5, 1), *launched(DISPATCH, 7, 1, 5, 5, 2)]})
+    )
     broken = write_yaml(
         tmp_path, {**H800_YAML, "topology": {**H800_YAML["topology"], "leaves": 0}}, "bad.yaml"
     )
@@ -313,7 +323,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
         ([str(small), "--topology", str(broken)], "topology.leaves"),
         ([str(small), "--topology", str(topology), "--transport", "tcp"], "not a transport"),
         ([str(small), "--topology", str(topology), "--nic-bandwidth", "400Gbs"], "--nic-bandwidth"),
-        ([str(small), "--topology", str(topology), "--ranks", "4"], "whole hosts"),
+        ([str(deepep), "--topology", str(topology), "--ranks", "4"], "whole hosts"),
         ([str(small)], "--topology"),
     ]
     for argv, expected in cases:
@@ -321,8 +331,12 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) 
         err = capsys.readouterr().err
         assert err.startswith("moesim: error: ") and expected in err, (argv, err)
         assert err.count("\n") == 1
-    assert main([str(small), "--topology", str(topology), "--ranks", "4", "--direct"]) == 0
+    assert main([str(deepep), "--topology", str(topology), "--ranks", "4", "--direct"]) == 0
     assert "4 of 64 GPUs" in capsys.readouterr().out
+    # without DeepEP kernels the DeepEP options do not matter: no --direct needed on 4 of 8 GPUs
+    assert main([str(small), "--topology", str(topology), "--ranks", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "4 of 64 GPUs" in out and "DeepEP" not in out
 
 
 # ------------------------------------------------------------------- as an experiment workload
@@ -364,6 +378,7 @@ def test_replay_workload_with_too_many_ranks_exits_2(
 
     from experiments.cli import main
 
+    shared_data("deepseek_profile_train.json")
     exp = tmp_path / "replay.yaml"
     small = {
         "leaves": 2,

@@ -1,11 +1,12 @@
 """Replay a Kineto trace's kernel DAG on a simulated fabric, with modelled communication.
 
-:func:`replay_programs` turns one rank's trace (:mod:`workloads.kineto`) into programs for
+:func:`replay_programs` turns one rank's trace (:mod:`workloads.kineto`), or the per-rank traces of
+a job (:class:`~workloads.kineto_ranks.TraceSet`), into programs for
 :func:`simulator.engine.simulate`: one program per ``(gpu, stream)``, the stream's kernels in issue
 order, cross-stream dependencies as :class:`~simulator.ops.Record`/:class:`~simulator.ops.Wait`
 pairs, and every communication kernel as a :class:`~simulator.ops.Collective` whose traffic a
 :class:`CommModel` describes. :func:`simulate_replay` runs it and the compute-only variant and
-compares them with the trace; :func:`main` is the ``moesim replay`` command.
+compares them with the trace (:mod:`experiments.replay_command` prints the ``moesim replay`` table).
 
 >>> trace = load_kineto("../shared/data/deepseek_profile_train.json")  # doctest: +SKIP
 >>> programs = replay_programs(trace, spec, ranks=64, comm=CommModel())  # doctest: +SKIP
@@ -13,12 +14,18 @@ compares them with the trace; :func:`main` is the ``moesim replay`` command.
 
 Assumptions
 -----------
-- **SPMD.** The trace is one rank of an expert-parallel job. Every one of ``ranks`` GPUs (GPUs
+- **One trace: SPMD.** The trace is one rank of the job. Every one of ``ranks`` GPUs (GPUs
   ``0 .. ranks-1`` of the fabric) runs that rank's recorded kernel sequence with the same measured
   durations, and every communication kernel is a collective over all ``ranks`` GPUs. The trace's
   own rank and world size are not used (``--ranks`` defaults to the world size). Load imbalance
   between ranks, and the stragglers it makes, are therefore not modelled: the measured DeepEP
   kernel times include waiting for the slowest of the 63 peers, the simulated ones do not.
+- **A trace set: every rank its own.** GPU r runs rank r's kernels with rank r's measured
+  durations and dependencies. The i-th communication kernel of a group (the NCCL process group,
+  else the stream; DeepEP kernels form one group) on every rank that has the group is one
+  collective over those ranks' GPUs (:func:`workloads.kineto_ranks.match_collectives`), with each
+  rank's own message size: the schedule is built for the largest member's size and every message
+  scaled by its sender's size over that (a no-op when the sizes agree, as NCCL all-reduce needs).
 - **Kernels.** Compute, memcpy and memset ops keep their measured duration (which already includes
   any slowdown from sharing SMs with concurrent kernels; the simulation does not model SM sharing).
   Communication kernels take what the fabric takes to move their traffic, nothing for the GPU work
@@ -31,6 +38,8 @@ Assumptions
   program per GPU (key ``(gpu, "cpu")``) records ``(gpu, "launch", i)`` at kernel ``i``'s measured
   launch time (clamped at 0) and the kernel waits for it, as ``respect_launch=True`` does. Launch
   times then include CPU stalls on the GPU from the measurement, which a what-if cannot move.
+  Ignoring them is wrong for a launch-bound trace, whose GPU sat idle waiting for the CPU: the
+  table says which the trace is, with the figures of :mod:`workloads.kineto_launch`.
 - **DeepEP dispatch / combine** (``deepep_dispatch``, ``deepep_combine``; the trace carries no
   sizes): a MoE all-to-all of ``tokens`` tokens per rank with balanced routing. Each token picks
   ``top_k`` distinct experts uniformly at random out of ``experts``; the experts are spread evenly
@@ -54,12 +63,20 @@ Assumptions
 - **DeepEP notify** (``deepep_notify``: ``notify_dispatch``, ``cached_notify``) and any other DeepEP
   kernel (``deepep_other``): a direct all-to-all of ``notify_bytes`` (1 KiB) per pair, so that they
   cost about one message latency, as the counts they exchange are tiny.
-- **NCCL kernels**: the collective of :mod:`workloads.collectives` over the ``ranks`` GPUs with the
-  nccl-tests ``size`` from :attr:`Kernel.nbytes` when the trace has message metadata, else
-  ``nccl_size`` (an error if neither). All-reduce runs ``nccl_algorithm`` (ring or hierarchical);
-  all-gather, reduce-scatter ring; all-to-all direct; send/recv, broadcast and reduce as a ring
-  send/recv of ``size`` (each rank sends ``size`` bytes to the next: what a pipelined ring
-  broadcast or reduce moves per link); an unrecognised NCCL kernel as an all-reduce.
+- **NCCL kernels**: the collective over the member GPUs with the nccl-tests ``size`` from
+  :attr:`Kernel.nbytes` when the trace has message metadata, else ``nccl_size`` (an error if
+  neither), and the algorithm and protocol the kernel's name gives (:attr:`Kernel.algorithm`,
+  :attr:`Kernel.protocol`; None where the name does not say). Every NCCL op is built by one
+  function, ``_nccl_collective``, as :mod:`workloads.nccl` lays it out: the kernel's algorithm
+  and protocol where its name gives them (a CollNet kernel, which moesim has no schedule for, as
+  an unnamed one), else what NCCL's cost model picks (``auto``), on the channels NCCL would use
+  for that size; ``nccl_algorithm: hierarchical`` runs moesim's own all-reduce for kernels that
+  name no algorithm. Send/recv is one message to the next rank; an unrecognised NCCL kernel an
+  all-reduce. The table says per kernel class which algorithm and protocol the trace's kernels
+  used and how they were simulated.
+- **DeepEP options** (``tokens``, ``hidden``, ``top_k``, ``experts``, ``hierarchical``, notify
+  bytes) matter only when the trace has DeepEP kernels: without them they are neither used nor
+  checked (a hierarchical dispatch needs whole hosts only when there is a dispatch to run).
 """
 
 from __future__ import annotations
@@ -67,9 +84,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass
-from fractions import Fraction
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -79,62 +95,17 @@ from simulator.ops import Collective, Compute, Op, Record, Schedule, Wait
 from simulator.transport import Transport, parse_transport
 from topologies.compiled import compile_fabric
 from topologies.leaf_spine import LeafSpine
-from workloads import collectives
-from workloads.kineto import COMM_LABELS, Kernel, KinetoTrace, critical_path
-from workloads.moe import LayerTraffic, dispatch_schedule, reverse
+from workloads.kineto import COMM_LABELS, KinetoTrace, critical_path
+from workloads.kineto_launch import LaunchProfile, launch_profile
+from workloads.kineto_ranks import CollectiveCall, TraceSet, match_collectives
+from workloads.replay_comm import (
+    CommModel,
+    ReplayError,
+    check_comm,
+    described_schedule,
+)
 
 ProgramKey = tuple[int, int | str]
-
-
-class ReplayError(ValueError):
-    """A trace, fabric and communication model that do not fit together (one-line message)."""
-
-
-@dataclass(frozen=True)
-class CommModel:
-    """What the communication kernels of a trace move (see the module docstring). Data only.
-
-    Attributes:
-        hidden: model width (elements per token).
-        tokens: tokens each rank dispatches per dispatch kernel.
-        top_k: experts each token picks.
-        experts: routed experts per MoE layer, spread evenly over the ranks.
-        dispatch_bytes_per_element: bytes per hidden element in dispatch (FP8: 1).
-        scale_bytes: bytes of one quantisation scale in dispatch (FP32: 4; 0 for none).
-        scale_block: elements per scale (128).
-        combine_bytes_per_element: bytes per hidden element in combine (BF16: 2).
-        hierarchical: DeepEP internode (one copy per destination host over the NIC, then NVLink
-            forwards) rather than one copy per destination GPU straight to it.
-        notify_bytes: bytes per pair of the notify all-to-all.
-        nccl_size: nccl-tests ``size`` (bytes) of NCCL kernels whose trace entry has none.
-        nccl_algorithm: all-reduce algorithm, ``ring`` or ``hierarchical``.
-    """
-
-    hidden: int = 7168
-    tokens: int = 4096
-    top_k: int = 8
-    experts: int = 256
-    dispatch_bytes_per_element: float = 1.0
-    scale_bytes: float = 4.0
-    scale_block: int = 128
-    combine_bytes_per_element: float = 2.0
-    hierarchical: bool = True
-    notify_bytes: float = 1024.0
-    nccl_size: float | None = None
-    nccl_algorithm: str = "ring"
-
-
-@dataclass(frozen=True)
-class CommBytes:
-    """Bytes each of ``ranks`` GPUs sends in one communication kernel, by tier.
-
-    Attributes:
-        nic: ``(ranks,)`` bytes sent to GPUs on other hosts (through the NIC).
-        nvlink: ``(ranks,)`` bytes sent to other GPUs of the same host (NVLink), forwards included.
-    """
-
-    nic: np.ndarray
-    nvlink: np.ndarray
 
 
 @dataclass
@@ -143,204 +114,203 @@ class Replay:
 
     Attributes:
         programs: ``(gpu, stream)`` -> ops (see :func:`replay_programs`).
-        kernels: ``(gpu, stream)`` -> per op, the index of the trace kernel it runs, -1 for the
-            record, wait and CPU ops around them.
-        collectives: kernel index -> the one :class:`Collective` every GPU's copy of it joins.
+        kernels: ``(gpu, stream)`` -> per op, the index of the kernel it runs in GPU ``gpu``'s trace,
+            -1 for the record, wait and CPU ops around them.
+        collectives: kernel index in GPU 0's trace -> the one :class:`Collective` it joins (one
+            trace: every GPU's copy of the kernel joins it).
+        traces: per GPU, the trace it runs (one trace: the same object for every GPU).
+        member_collectives: ``(gpu, kernel index)`` -> the :class:`Collective` that GPU's kernel
+            joins, for every GPU.
+        simulated_as: comm label -> how each of its schedules was built (``all_reduce/ring``, ...).
     """
 
     programs: dict[ProgramKey, list[Op]]
     kernels: dict[ProgramKey, list[int]]
     collectives: dict[int, Collective]
+    traces: list[KinetoTrace] = field(default_factory=list)
+    member_collectives: dict[tuple[int, int], Collective] = field(default_factory=dict)
+    simulated_as: dict[str, list[str]] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------------------------------
-# traffic
-
-
-def hit_probability(experts: int, top_k: int, group: int) -> float:
-    """Chance that ``top_k`` distinct experts picked uniformly out of ``experts`` include at least one
-    of a given ``group`` of them: ``1 - C(experts - group, top_k) / C(experts, top_k)``.
-
-    >>> round(hit_probability(256, 8, 4), 6)  # one of 64 ranks
-    0.119934
-    """
-    return float(1 - Fraction(math.comb(experts - group, top_k), math.comb(experts, top_k)))
-
-
-def token_bytes(comm: CommModel, label: str) -> float:
-    """Bytes of one token copy in a dispatch (``deepep_dispatch``) or combine (``deepep_combine``)."""
-    if label == "deepep_dispatch":
-        scales = math.ceil(comm.hidden / comm.scale_block) * comm.scale_bytes if comm.scale_bytes else 0.0
-        return comm.hidden * comm.dispatch_bytes_per_element + scales
-    if label == "deepep_combine":
-        return comm.hidden * comm.combine_bytes_per_element
-    raise ValueError(f"{label!r} is not deepep_dispatch or deepep_combine")
-
-
-def expected_copies(comm: CommModel, ranks: int, gpus_per_host: int) -> LayerTraffic:
-    """Expected token copies under balanced routing (module docstring): ``dispatch[s, d]`` from rank
-    s to rank d (diagonal: local) and ``host_copies[s, h]`` from rank s to host h."""
-    per_rank = np.array([len(a) for a in np.array_split(np.arange(comm.experts), ranks)])
-    hosts = -(-ranks // gpus_per_host)
-    per_host = np.bincount(np.arange(ranks) // gpus_per_host, weights=per_rank, minlength=hosts)
-    p_rank = np.array([hit_probability(comm.experts, comm.top_k, int(n)) for n in per_rank])
-    p_host = np.array([hit_probability(comm.experts, comm.top_k, int(n)) for n in per_host])
-    dispatch = np.broadcast_to(comm.tokens * p_rank, (ranks, ranks)).copy()
-    host_copies = np.broadcast_to(comm.tokens * p_host, (ranks, hosts)).copy()
-    return LayerTraffic(dispatch, host_copies, np.zeros(0))
-
-
-def check_comm(comm: CommModel, ranks: int, gpus_per_host: int) -> None:
-    """Raise :class:`ReplayError` naming the first field of ``comm`` that cannot work on ``ranks``."""
-    for name in ("hidden", "tokens", "top_k", "experts", "scale_block"):
-        value = getattr(comm, name)
-        least = 0 if name == "tokens" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ReplayError(f"{name}: must be a whole number >= {least}, got {value!r}")
-    if comm.top_k > comm.experts:
-        raise ReplayError(f"top_k: {comm.top_k} experts per token but only {comm.experts} experts")
-    for name in ("dispatch_bytes_per_element", "scale_bytes", "combine_bytes_per_element", "notify_bytes"):
-        value = getattr(comm, name)
-        if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-            raise ReplayError(f"{name}: must be a number of bytes >= 0, got {value!r}")
-    if comm.nccl_size is not None and not (math.isfinite(comm.nccl_size) and comm.nccl_size >= 0):
-        raise ReplayError(f"nccl_size: must be a number of bytes >= 0, got {comm.nccl_size!r}")
-    if comm.nccl_algorithm not in ("ring", "hierarchical"):
-        raise ReplayError(f'nccl_algorithm: "{comm.nccl_algorithm}" is not ring or hierarchical')
-    if comm.hierarchical and ranks % gpus_per_host:
-        raise ReplayError(
-            f"hierarchical dispatch needs whole hosts: {ranks} ranks is not a multiple of "
-            f"gpus_per_host={gpus_per_host} (use --direct or another --ranks)"
-        )
-
-
-_NCCL_OPS = {
-    "nccl_all_reduce": "all_reduce",
-    "nccl_all_gather": "all_gather",
-    "nccl_reduce_scatter": "reduce_scatter",
-    "nccl_all_to_all": "all_to_all",
-    "nccl_send_recv": "send_recv",
-    "nccl_broadcast": "send_recv",
-    "nccl_reduce": "send_recv",
-    "nccl_other": "all_reduce",
-}
-
-
-def comm_schedule(
-    label: str, comm: CommModel, spec: LeafSpine, ranks: int, nbytes: float | None = None
-) -> Schedule:
-    """The schedule of one communication kernel with label ``label`` (:data:`COMM_LABELS`) over GPUs
-    ``0 .. ranks-1`` of ``spec``; ``nbytes`` is the kernel's NCCL size when the trace has one."""
-    members = np.arange(ranks, dtype=np.int64)
-    g = spec.gpus_per_host
-    if label in ("deepep_dispatch", "deepep_combine"):
-        traffic = expected_copies(comm, ranks, g)
-        if label == "deepep_dispatch":
-            return dispatch_schedule(traffic, members, token_bytes(comm, label), g, comm.hierarchical, label)
-        forward = dispatch_schedule(traffic, members, token_bytes(comm, label), g, comm.hierarchical, label)
-        return reverse(forward, 1.0, label)
-    if label in ("deepep_notify", "deepep_other"):
-        return dataclasses.replace(collectives.all_to_all(members, comm.notify_bytes * ranks), name=label)
-    if label in _NCCL_OPS:
-        size = nbytes if nbytes is not None else comm.nccl_size
-        if size is None:
-            raise ReplayError(f"{label}: the trace gives no message size: give one (--nccl-size 64MiB)")
-        op = _NCCL_OPS[label]
-        if op == "all_reduce":
-            schedule = collectives.all_reduce(members, float(size), comm.nccl_algorithm, g)
-        else:
-            schedule = getattr(collectives, op)(members, float(size))
-        return dataclasses.replace(schedule, name=label)
-    raise ReplayError(f"{label!r} is not a communication label (one of {', '.join(COMM_LABELS)})")
-
-
-def comm_bytes(
-    label: str, comm: CommModel, spec: LeafSpine, ranks: int, nbytes: float | None = None
-) -> CommBytes:
-    """Bytes each rank sends in one ``label`` kernel (:func:`comm_schedule`), NIC and NVLink apart.
-
-    Under the default model a DeepEP dispatch sends, per rank, ``T * b * (H - 1) * p_host`` bytes
-    through its NIC (hierarchical; ``T * b * (R - G) * p_rank`` direct) and ``T * b * (G - 1) * H *
-    p_rank`` over NVLink (direct: ``T * b * (G - 1) * p_rank``), with T tokens, b :func:`token_bytes`,
-    R ranks on H hosts of G GPUs, and p the :func:`hit_probability` of a rank's or host's experts.
-    """
-    schedule = comm_schedule(label, comm, spec, ranks, nbytes)
-    src, dst = np.asarray(schedule.src), np.asarray(schedule.dst)
-    g = spec.gpus_per_host
-    remote = src // g != dst // g
-    nic = np.bincount(src[remote], weights=schedule.nbytes[remote], minlength=ranks)
-    nvlink = np.bincount(src[~remote], weights=schedule.nbytes[~remote], minlength=ranks)
-    return CommBytes(nic, nvlink)
+def _per_sender(schedule: Schedule, sizes: dict[int, float]) -> Schedule:
+    """``schedule`` (built for the largest of ``sizes``) with every message scaled by its sender's
+    size over the largest: each rank moves its own message size. Unchanged when the sizes agree."""
+    top = max(sizes.values())
+    if top <= 0 or all(v == top for v in sizes.values()):
+        return schedule
+    share = np.zeros(max(sizes) + 1)
+    share[list(sizes)] = [v / top for v in sizes.values()]
+    return dataclasses.replace(schedule, nbytes=schedule.nbytes * share[np.asarray(schedule.src)])
 
 
 # --------------------------------------------------------------------------------------------------
 # programs
 
 
+def _one_device(trace: KinetoTrace) -> None:
+    devices = sorted({device for device, _ in trace.streams})
+    if len(devices) != 1:
+        where = f"{Path(trace.path).name}: " if trace.path else ""
+        raise ReplayError(
+            f"{where}the trace has GPU ops on devices {devices}: replay needs one rank's trace (one device)"
+        )
+
+
+def _trace_labels(traces: Iterable[KinetoTrace]) -> set[str]:
+    return {str(k.comm) for t in traces for k in t.kernels if k.kind == "communication"}
+
+
+def _checked_fabric(spec: LeafSpine | None, ranks: int, comm: CommModel, labels: set[str]) -> LeafSpine:
+    if spec is None:
+        raise ReplayError("a replay with communication needs a fabric")
+    if ranks > spec.gpus:
+        raise ReplayError(f"ranks: {ranks} ranks but the fabric has only {spec.gpus} GPUs")
+    check_comm(comm, ranks, spec.gpus_per_host, labels=labels)
+    return spec
+
+
 def build_replay(
-    trace: KinetoTrace,
+    trace: KinetoTrace | TraceSet,
     spec: LeafSpine | None,
     *,
-    ranks: int,
+    ranks: int | None = None,
     comm: CommModel | None = None,
     compute_only: bool = False,
     respect_launch: bool = False,
 ) -> Replay:
     """The programs of :func:`replay_programs`, with the kernel behind every op (see :class:`Replay`).
 
-    With ``compute_only`` every communication kernel becomes ``Compute(0)`` at its place (an
-    infinitely fast network); ``spec`` and ``comm`` are then not needed.
+    ``trace`` is one rank's trace, replayed SPMD on ``ranks`` GPUs, or a :class:`TraceSet`, whose
+    rank r runs on GPU r (``ranks`` then must be None or the number of ranks). With
+    ``compute_only`` every communication kernel becomes ``Compute(0)`` at its place (an infinitely
+    fast network; of a trace set, a collective of no messages: the ranks still wait for each other);
+    ``spec`` and ``comm`` are then not needed.
     """
-    devices = sorted({device for device, _ in trace.streams})
-    if len(devices) != 1:
-        raise ReplayError(
-            f"the trace has GPU ops on devices {devices}: replay needs one rank's trace (one device)"
+    if isinstance(trace, TraceSet):
+        return _build_set(
+            trace, spec, ranks=ranks, comm=comm, compute_only=compute_only, respect_launch=respect_launch
         )
+    _one_device(trace)
     if isinstance(ranks, bool) or not isinstance(ranks, int) or ranks < 1:
         raise ReplayError(f"ranks: must be a whole number >= 1, got {ranks!r}")
-    make_comm: Callable[[Kernel], Op]
+    zero: dict[str, Compute] = {}
+    shared: dict[int, Op] = {}
+    simulated_as: dict[str, list[str]] = {}
     if compute_only:
-        zero: dict[str, Compute] = {}
-
-        def make_comm(k: Kernel) -> Op:
-            return zero.setdefault(str(k.comm), Compute(0.0, label=str(k.comm)))
-
+        for k in trace.communication:
+            shared[k.index] = zero.setdefault(str(k.comm), Compute(0.0, label=str(k.comm)))
     else:
-        if spec is None:
-            raise ReplayError("a replay with communication needs a fabric")
-        if ranks > spec.gpus:
-            raise ReplayError(f"ranks: {ranks} ranks but the fabric has only {spec.gpus} GPUs")
         comm = CommModel() if comm is None else comm
-        check_comm(comm, ranks, spec.gpus_per_host)
-        schedules: dict[tuple[str, float | None], Schedule] = {}
-
-        def make_comm(k: Kernel) -> Op:
-            key = (str(k.comm), None if k.nbytes is None else float(k.nbytes))
+        spec = _checked_fabric(spec, ranks, comm, _trace_labels([trace]))
+        members = np.arange(ranks, dtype=np.int64)
+        schedules: dict[tuple[str, float | None, str | None, str | None], Schedule] = {}
+        for k in trace.communication:
+            key = (str(k.comm), None if k.nbytes is None else float(k.nbytes), k.algorithm, k.protocol)
             if key not in schedules:
-                schedules[key] = comm_schedule(key[0], comm, spec, ranks, key[1])
-            return Collective(schedules[key], label=key[0])
+                schedules[key], how = described_schedule(key[0], comm, spec, members, *key[1:])
+                simulated_as.setdefault(key[0], []).append(how)
+            shared[k.index] = Collective(schedules[key], label=key[0])
+    replay = _assemble([trace] * ranks, [shared] * ranks, respect_launch)
+    replay.simulated_as = simulated_as
+    return replay
 
-    recorded = {before for before, _ in trace.dependencies}
-    waits_for: dict[int, list[int]] = defaultdict(list)
-    for before, after in trace.dependencies:
-        waits_for[after].append(before)
-    shared: dict[int, Op] = {}  # compute ops and collectives, the same object on every GPU
-    collectives_of: dict[int, Collective] = {}
-    for k in trace.kernels:
-        if k.kind == "communication":
-            shared[k.index] = make_comm(k)
-            if isinstance(shared[k.index], Collective):
-                collectives_of[k.index] = shared[k.index]  # type: ignore[assignment]
+
+def _build_set(
+    traces: TraceSet,
+    spec: LeafSpine | None,
+    *,
+    ranks: int | None,
+    comm: CommModel | None,
+    compute_only: bool,
+    respect_launch: bool,
+) -> Replay:
+    """:func:`build_replay` of a trace set: GPU r runs rank r's trace, collectives matched."""
+    n = traces.ranks
+    if ranks is not None and ranks != n:
+        raise ReplayError(
+            f"ranks: {traces.directory} holds {n} rank traces, so the replay runs on {n} GPUs, not "
+            f"{ranks} (drop --ranks)"
+        )
+    for t in traces.traces:
+        _one_device(t)
+    ops: list[dict[int, Op]] = [{} for _ in range(n)]
+    simulated_as: dict[str, list[str]] = {}
+    try:
+        calls = match_collectives(traces)
+    except ValueError as err:
+        raise ReplayError(str(err)) from None
+    model = CommModel() if comm is None else comm
+    fabric = None if compute_only else _checked_fabric(spec, n, model, _trace_labels(traces.traces))
+    for call in calls:
+        if fabric is None:  # no traffic, but the members still meet: rank r waits for the slowest
+            schedule = _barrier(np.array(call.members, dtype=np.int64), call.label)
         else:
-            shared[k.index] = Compute(k.duration, label=k.kind)
-    launches = sorted(
-        (max(k.launch, 0.0), k.index) for k in trace.kernels if respect_launch and k.launch is not None
-    )
-    launched = {i for _, i in launches}
+            schedule, how = _call_schedule(call, traces, model, fabric)
+            simulated_as.setdefault(call.label, []).append(how)
+        op = Collective(schedule, label=call.label)
+        for r, k in call.kernels.items():
+            ops[r][k.index] = op
+    replay = _assemble(traces.traces, ops, respect_launch)
+    replay.simulated_as = simulated_as
+    return replay
 
+
+def _barrier(members: np.ndarray, label: str) -> Schedule:
+    """A collective of no messages over ``members``: it ends as soon as the last member joins."""
+    empty = np.zeros(0, dtype=np.int64)
+    return Schedule(members, empty, empty, np.zeros(0), empty, 1, label)
+
+
+def _call_schedule(
+    call: CollectiveCall, traces: TraceSet, comm: CommModel, spec: LeafSpine
+) -> tuple[Schedule, str]:
+    """The schedule of one matched collective of a trace set, each member with its own size."""
+    members = np.array(call.members, dtype=np.int64)
+    first = call.kernels[call.members[0]]
+    if call.label.startswith("deepep"):
+        if call.members != list(range(traces.ranks)):
+            raise ReplayError(
+                f"{traces.paths[call.members[0]]}: DeepEP kernels on ranks {call.members} only: the "
+                f"DeepEP model needs them on every rank of the set"
+            )
+        return described_schedule(call.label, comm, spec, members, None, None, None)
+    sizes: dict[int, float] = {}
+    for r, k in call.kernels.items():
+        size = k.nbytes if k.nbytes is not None else comm.nccl_size
+        if size is None:
+            raise ReplayError(
+                f"{traces.paths[r]}: {k.comm} kernel {k.index} gives no message size: give one "
+                f"(--nccl-size 64MiB)"
+            )
+        sizes[r] = float(size)
+    schedule, how = described_schedule(
+        call.label, comm, spec, members, max(sizes.values()), first.algorithm, first.protocol
+    )
+    return _per_sender(schedule, sizes), how
+
+
+def _assemble(traces: list[KinetoTrace], comm_ops: list[dict[int, Op]], respect_launch: bool) -> Replay:
+    """Programs for GPU g running ``traces[g]``, its communication kernel ``i`` as ``comm_ops[g][i]``
+    (SPMD: the same trace and dict for every GPU, so compute ops are shared too)."""
     programs: dict[ProgramKey, list[Op]] = {}
     kernels: dict[ProgramKey, list[int]] = {}
-    for gpu in range(ranks):
+    member: dict[tuple[int, int], Collective] = {}
+    made: dict[tuple[int, int], dict[int, Op]] = {}  # (id(trace), id(comm ops)) -> index -> op
+    for gpu, (trace, comm) in enumerate(zip(traces, comm_ops, strict=True)):
+        shared = made.get((id(trace), id(comm)))
+        if shared is None:
+            shared = made[(id(trace), id(comm))] = {
+                k.index: comm[k.index] if k.kind == "communication" else Compute(k.duration, label=k.kind)
+                for k in trace.kernels
+            }
+        recorded = {before for before, _ in trace.dependencies}
+        waits_for: dict[int, list[int]] = defaultdict(list)
+        for before, after in trace.dependencies:
+            waits_for[after].append(before)
+        launches = sorted(
+            (max(k.launch, 0.0), k.index) for k in trace.kernels if respect_launch and k.launch is not None
+        )
+        launched = {i for _, i in launches}
         for (_, stream), order in trace.streams.items():
             ops: list[Op] = []
             which: list[int] = []
@@ -353,6 +323,8 @@ def build_replay(
                     which.append(-1)
                 ops.append(shared[i])
                 which.append(i)
+                if isinstance(shared[i], Collective):
+                    member[(gpu, i)] = shared[i]  # type: ignore[assignment]
                 if i in recorded:
                     ops.append(Record((gpu, "dep", i)))
                     which.append(-1)
@@ -368,29 +340,31 @@ def build_replay(
                 cpu.append(Record((gpu, "launch", i), label="launch"))
             programs[(gpu, "cpu")] = cpu
             kernels[(gpu, "cpu")] = [-1] * len(cpu)
-    return Replay(programs, kernels, collectives_of)
+    first = {i: op for (gpu, i), op in member.items() if gpu == 0}
+    return Replay(programs, kernels, first, list(traces), member)
 
 
 def replay_programs(
-    trace: KinetoTrace,
+    trace: KinetoTrace | TraceSet,
     spec: LeafSpine,
     *,
-    ranks: int,
+    ranks: int | None = None,
     comm: CommModel,
     compute_only: bool = False,
     respect_launch: bool = False,
 ) -> dict[ProgramKey, list[Op]]:
-    """Programs that replay ``trace`` on GPUs ``0 .. ranks-1`` of ``spec`` (SPMD, module docstring).
+    """Programs that replay ``trace`` on GPUs ``0 .. ranks-1`` of ``spec`` (module docstring).
 
     Keys are ``(gpu, stream)`` with the trace's stream ids (plus ``(gpu, "cpu")`` with
     ``respect_launch``). Per stream, the kernels in issue order: compute, memcpy and memset ops as
     ``Compute(measured duration)`` labelled by kind, communication kernels as one
-    :class:`Collective` over all ranks per kernel index (labelled by its comm label, traffic from
-    ``comm``), or ``Compute(0)`` with ``compute_only``; every cross-stream dependency as a
-    ``Record``/``Wait`` of the event ``(gpu, "dep", before)``.
+    :class:`Collective` per collective (labelled by its comm label, traffic from ``comm``), or
+    ``Compute(0)`` with ``compute_only``; every cross-stream dependency as a ``Record``/``Wait`` of
+    the event ``(gpu, "dep", before)``. A :class:`TraceSet` runs rank r's trace on GPU r.
 
     Raises:
-        ReplayError: more ranks than GPUs, a trace of several devices, an unusable ``comm``.
+        ReplayError: more ranks than GPUs, a trace of several devices, an unusable ``comm``, rank
+            traces whose communication kernels do not match.
     """
     return build_replay(
         trace, spec, ranks=ranks, comm=comm, compute_only=compute_only, respect_launch=respect_launch
@@ -398,7 +372,7 @@ def replay_programs(
 
 
 def compute_only_programs(
-    trace: KinetoTrace, *, ranks: int, respect_launch: bool = False
+    trace: KinetoTrace | TraceSet, *, ranks: int | None = None, respect_launch: bool = False
 ) -> dict[ProgramKey, list[Op]]:
     """The programs of :func:`replay_programs` with every communication kernel taking no time."""
     return build_replay(trace, None, ranks=ranks, compute_only=True, respect_launch=respect_launch).programs
@@ -408,14 +382,47 @@ def compute_only_programs(
 # running and comparing
 
 
+def _named(values: Iterable[str | None]) -> str | None:
+    """The one value every kernel named, ``mixed`` if they differ (or some do not say), None if none says."""
+    seen = set(values)
+    if seen == {None}:
+        return None
+    return seen.pop() if len(seen) == 1 else "mixed"
+
+
 @dataclass(frozen=True)
 class LabelTimes:
-    """Per communication label: kernels per rank, mean measured and mean simulated time (seconds)."""
+    """Per communication label: kernels per rank, mean measured and mean simulated time (seconds),
+    and what the trace's kernels of it say.
+
+    Attributes:
+        label: the comm label (:data:`COMM_LABELS`).
+        count: kernels of the label per rank (the most on any rank of a trace set).
+        measured: mean measured duration, seconds (over every rank's kernels of a trace set).
+        simulated: mean simulated duration, seconds, over every GPU's copy.
+        algorithm: the NCCL algorithm all of the label's kernels name, ``mixed`` when they differ
+            (or only some name one), None when none does or for DeepEP.
+        protocol: likewise the NCCL protocol.
+        simulated_as: how the replay built them, e.g. ``all_reduce/ring`` (several joined by ``+``).
+    """
 
     label: str
     count: int
     measured: float
     simulated: float
+    algorithm: str | None = None
+    protocol: str | None = None
+    simulated_as: str = ""
+
+    @property
+    def algo_proto(self) -> str:
+        """``algorithm/protocol`` as the trace names them: ``ring/LL``, ``mixed``, ``?/?`` (not named
+        by the kernel names, e.g. ``ncclDevKernel_Generic``), ``-`` for DeepEP kernels."""
+        if not self.label.startswith("nccl"):
+            return "-"
+        if self.algorithm == self.protocol == "mixed":
+            return "mixed"
+        return f"{self.algorithm or '?'}/{self.protocol or '?'}"
 
 
 @dataclass
@@ -423,18 +430,25 @@ class ReplayOutcome:
     """A replay simulated and compared with its trace. Times in seconds.
 
     Attributes:
-        measured_span: the trace's span.
+        trace: the trace replayed (a trace set: rank 0's).
+        measured_span: the trace's span (a trace set: the longest rank's).
         dag_span: critical path of the trace's DAG with measured times, launch times treated as in
-            the simulation.
+            the simulation (a trace set: the longest rank's).
         dag_launch_span: the same with launch times respected.
         dag_compute_only: the DAG's critical path with communication = 0 (same launch treatment).
         simulated_span: span of the simulated replay.
-        compute_only_span: span of the simulated replay with communication = 0 (simulated on one
-            GPU: without collectives the GPUs never interact and all run the same program).
-        labels: per communication label, mean measured vs simulated kernel time; a simulated
-            kernel lasts from its GPU reaching it to its GPU's part being delivered, so, as in the
-            measurement, it includes waiting for the last member to arrive.
+        compute_only_span: span of the simulated replay with communication = 0 (one trace:
+            simulated on one GPU, as without traffic the GPUs all run the same program; a trace set:
+            every rank, its collectives kept as barriers).
+        labels: per communication label, mean measured vs simulated kernel time and the NCCL
+            algorithm/protocol the trace names; a simulated kernel lasts from its GPU reaching it to
+            its GPU's part being delivered, so, as in the measurement, it includes waiting for the
+            last member to arrive.
         result, compute_only: the two simulations.
+        traces: the per-rank traces (one trace: just it).
+        trace_set: the trace set replayed, None for one trace.
+        launch: per trace in ``traces``, how much its GPU waited for CPU launches.
+        rank_spans: for a trace set, per rank ``(measured span, simulated kernel span)``.
     """
 
     trace: KinetoTrace
@@ -452,6 +466,10 @@ class ReplayOutcome:
     labels: list[LabelTimes]
     result: SimResult
     compute_only: SimResult
+    traces: list[KinetoTrace] = field(default_factory=list)
+    trace_set: TraceSet | None = None
+    launch: list[LaunchProfile] = field(default_factory=list)
+    rank_spans: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def error(self) -> float:
@@ -463,97 +481,101 @@ class ReplayOutcome:
         """Communication time on the simulated critical path: simulated minus compute-only span."""
         return self.simulated_span - self.compute_only_span
 
+    @property
+    def most_launch_bound(self) -> tuple[int, LaunchProfile] | None:
+        """The rank (index in :attr:`traces`) whose GPU waited longest for launches, and its profile."""
+        if not self.launch:
+            return None
+        i = max(range(len(self.launch)), key=lambda j: self.launch[j].wait_fraction)
+        return i, self.launch[i]
 
-def kernel_span(result: SimResult) -> float:
-    """First kernel start to last kernel end of a replay simulation (record/wait/CPU ops aside)."""
+
+def kernel_span(result: SimResult, rank: int | None = None) -> float:
+    """First kernel start to last kernel end of a replay simulation (record/wait/CPU ops aside), in
+    seconds; of GPU ``rank`` only when given."""
     ops = result.ops
     kernels = ops[~ops["label"].isin(("record", "wait", "launch", "cpu"))]
+    if rank is not None:
+        kernels = kernels[kernels["rank"] == rank]
     return float(kernels["end"].max() - kernels["start"].min()) if len(kernels) else 0.0
 
 
+def _label_times(
+    traces: list[KinetoTrace], result: SimResult, simulated_as: dict[str, list[str]]
+) -> list[LabelTimes]:
+    ops = result.ops
+    out = []
+    present = _trace_labels(traces)
+    for label in [x for x in COMM_LABELS if x in present]:
+        kernels = [k for t in traces for k in t.kernels if k.comm == label]
+        count = max(sum(k.comm == label for k in t.kernels) for t in traces)
+        rows = ops[ops["label"] == label]
+        simulated = float((rows["end"] - rows["start"]).mean()) if len(rows) else math.nan
+        nccl = label.startswith("nccl")
+        out.append(
+            LabelTimes(
+                label,
+                count,
+                float(np.mean([k.duration for k in kernels])),
+                simulated,
+                _named(k.algorithm for k in kernels) if nccl else None,
+                _named(k.protocol for k in kernels) if nccl else None,
+                "+".join(dict.fromkeys(simulated_as.get(label, []))),
+            )
+        )
+    return out
+
+
 def simulate_replay(
-    trace: KinetoTrace,
+    trace: KinetoTrace | TraceSet,
     spec: LeafSpine,
     *,
-    ranks: int,
+    ranks: int | None = None,
     comm: CommModel | None = None,
     transport: str | Transport = "ecmp",
     seed: int = 0,
     respect_launch: bool = False,
 ) -> ReplayOutcome:
-    """Simulate the replay of ``trace`` on ``spec`` and its compute-only variant; compare with the trace."""
+    """Simulate the replay of ``trace`` on ``spec`` and its compute-only variant; compare with the
+    trace. One trace runs SPMD on ``ranks`` GPUs (default: its world size); a :class:`TraceSet` runs
+    rank r on GPU r."""
     comm = CommModel() if comm is None else comm
     transport = parse_transport(transport) if isinstance(transport, str) else transport
     fabric = compile_fabric(spec)
-    replay = build_replay(trace, spec, ranks=ranks, comm=comm, respect_launch=respect_launch)
+    if isinstance(trace, TraceSet):
+        traces, n, trace_set = list(trace.traces), trace.ranks, trace
+    else:
+        traces, trace_set = [trace], None
+        n = ranks if ranks is not None else (trace.world_size or 1)
+    replay = build_replay(
+        trace, spec, ranks=ranks if trace_set else n, comm=comm, respect_launch=respect_launch
+    )
     result = simulate(fabric, replay.programs, transport, seed)
-    # Without collectives the GPUs never interact and all run the same program: one is enough.
-    alone = compute_only_programs(trace, ranks=1, respect_launch=respect_launch)
+    # Without collectives the GPUs never interact; one trace: all run the same program, one is enough.
+    alone = compute_only_programs(trace, ranks=None if trace_set else 1, respect_launch=respect_launch)
     compute_only = simulate(fabric, alone, transport, seed)
-    ops = result.ops
-    labels = []
-    for label in [x for x in COMM_LABELS if any(k.comm == x for k in trace.kernels)]:
-        measured = [k.duration for k in trace.kernels if k.comm == label]
-        rows = ops[ops["label"] == label]
-        simulated = float((rows["end"] - rows["start"]).mean()) if len(rows) else math.nan
-        labels.append(LabelTimes(label, len(measured), float(np.mean(measured)), simulated))
+
+    def longest(f: Callable[[KinetoTrace], float]) -> float:
+        return max(f(t) for t in traces)
+
     return ReplayOutcome(
-        trace=trace,
+        trace=traces[0],
         spec=spec,
-        ranks=ranks,
+        ranks=n,
         transport=transport,
         comm=comm,
         respect_launch=respect_launch,
-        measured_span=trace.span,
-        dag_span=critical_path(trace, respect_launch=respect_launch),
-        dag_launch_span=critical_path(trace, respect_launch=True),
-        dag_compute_only=critical_path(trace, lambda k: 0.0, respect_launch=respect_launch),
+        measured_span=longest(lambda t: t.span),
+        dag_span=longest(lambda t: critical_path(t, respect_launch=respect_launch)),
+        dag_launch_span=longest(lambda t: critical_path(t, respect_launch=True)),
+        dag_compute_only=longest(lambda t: critical_path(t, lambda k: 0.0, respect_launch=respect_launch)),
         simulated_span=kernel_span(result),
         compute_only_span=kernel_span(compute_only),
-        labels=labels,
+        labels=_label_times(traces, result, replay.simulated_as),
         result=result,
         compute_only=compute_only,
+        traces=traces,
+        trace_set=trace_set,
+        launch=[launch_profile(t) for t in traces],
+        rank_spans=[(t.span, kernel_span(result, r)) for r, t in enumerate(traces)] if trace_set else [],
     )
-
-
-def format_outcome(outcome: ReplayOutcome) -> str:
-    """The ``moesim replay`` table."""
-    o = outcome
-    trace = o.trace
-    who = f"rank {trace.rank} of {trace.world_size}" if trace.rank is not None else "rank unknown"
-    name = Path(trace.path).name if trace.path else "trace"
-    launch = "launch times respected" if o.respect_launch else "launch times ignored (GPU-bound)"
-    dispatch = "hierarchical" if o.comm.hierarchical else "direct"
-    spec = o.spec
-    head = [
-        f"replay of {name} ({who}, {len(trace.kernels)} GPU ops on {len(trace.streams)} streams)",
-        f"on {o.ranks} of {spec.gpus} GPUs ({spec.hosts} hosts x {spec.gpus_per_host}), NIC "
-        f"{spec.nic_bandwidth * 8 / 1e9:g} Gb/s, transport {o.transport}, {dispatch} DeepEP, {launch}",
-    ]
-    dag_note = f"{o.dag_span / o.measured_span - 1:+.2%} vs trace"
-    if not o.respect_launch:
-        dag_note += f" ({o.dag_launch_span * 1e3:.3f} ms respecting launch times)"
-    ms = "{:10.3f} ms".format
-    rows = [
-        ("measured span (trace)", ms(o.measured_span * 1e3), ""),
-        ("DAG critical path, measured times", ms(o.dag_span * 1e3), dag_note),
-        ("DAG critical path, communication = 0", ms(o.dag_compute_only * 1e3), ""),
-        ("simulated span", ms(o.simulated_span * 1e3), ""),
-        ("error, simulated vs measured span", f"{o.error * 100:+10.2f} %", ""),
-        ("simulated compute-only span (infinitely fast network)", ms(o.compute_only_span * 1e3), ""),
-        (
-            "exposed communication (simulated - compute-only)",
-            ms(o.exposed * 1e3),
-            f"{o.exposed / o.simulated_span:.1%} of the simulated span" if o.simulated_span > 0 else "",
-        ),
-    ]
-    width = max(len(r[0]) for r in rows)
-    lines = [*head, ""]
-    lines += [f"{label:<{width}}  {value}  {note}".rstrip() for label, value, note in rows]
-    if o.labels:
-        lines += ["", f"{'communication kernel':<20}  count  measured ms  simulated ms  ratio"]
-        for t in o.labels:
-            ratio = t.simulated / t.measured if t.measured > 0 else math.nan
-            times = f"{t.measured * 1e3:11.3f}  {t.simulated * 1e3:12.3f}"
-            lines.append(f"{t.label:<20}  {t.count:>5}  {times}  {ratio:5.2f}")
-    return "\n".join(lines)
