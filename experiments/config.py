@@ -38,8 +38,10 @@ from topologies.leaf_spine import (
     DEFAULT_LINK_LATENCY,
     DEFAULT_LL128_MESSAGE_LATENCY,
     DEFAULT_LL128_NVLINK_MESSAGE_LATENCY,
+    DEFAULT_LL128_SHARE,
     DEFAULT_LL_MESSAGE_LATENCY,
     DEFAULT_LL_NVLINK_MESSAGE_LATENCY,
+    DEFAULT_LL_SHARE,
     DEFAULT_MESSAGE_LATENCY,
     DEFAULT_NVLINK_BANDWIDTH,
     DEFAULT_NVLINK_MESSAGE_LATENCY,
@@ -154,6 +156,17 @@ class TopologyConfig(BaseModel):
     ll128_message_latency: Time = DEFAULT_LL128_MESSAGE_LATENCY
     ll_nvlink_message_latency: Time = DEFAULT_LL_NVLINK_MESSAGE_LATENCY
     ll128_nvlink_message_latency: Time = DEFAULT_LL128_NVLINK_MESSAGE_LATENCY
+    collective_latency: Time = 0.0
+    p2p_latency: Time = 0.0
+    nic_line_rate: Bandwidth | None = None
+    ll_nic_efficiency: EfficiencyCurve = ()
+    ll128_nic_efficiency: EfficiencyCurve = ()
+    ll_nvlink_efficiency: EfficiencyCurve = ()
+    ll128_nvlink_efficiency: EfficiencyCurve = ()
+    ll_share: float = Field(default=DEFAULT_LL_SHARE, gt=0, le=1)
+    ll128_share: float = Field(default=DEFAULT_LL128_SHARE, gt=0, le=1)
+    ll_nvlink_share: float = Field(default=DEFAULT_LL_SHARE, gt=0, le=1)
+    ll128_nvlink_share: float = Field(default=DEFAULT_LL128_SHARE, gt=0, le=1)
 
     def spec(self) -> LeafSpine:
         """The simulator's fabric parameters."""

@@ -14,7 +14,8 @@ class CollectiveRun:
     """One execution of a :class:`~simulator.ops.Schedule`.
 
     Each member joins with :meth:`join` and gets an event that fires when its own part is over.
-    When the last member has joined, every member enters step 0. A member's step ``k`` is one
+    When the last member has joined (and the call's launch latency has passed, see
+    :meth:`Fabric.call_latency`), every member enters step 0. A member's step ``k`` is one
     fabric group counting its step-``k`` sends and receives, plus one for entering the step;
     when it empties, the member enters step ``k+1`` (sends its messages) or is done.
     """
@@ -43,11 +44,15 @@ class CollectiveRun:
         self._src = np.asarray(schedule.src, dtype=np.int64)[order]
         self._dst = np.asarray(schedule.dst, dtype=np.int64)[order]
         self._nbytes = np.asarray(schedule.nbytes, dtype=np.float64)[order]
-        if schedule.wire != 1.0:
-            self._nbytes = self._nbytes * schedule.wire
         self._via = None if schedule.via is None else np.asarray(schedule.via, dtype=np.int64)[order]
         self._key = None if schedule.key is None else np.asarray(schedule.key, dtype=np.int64)[order]
         self._leg = None if schedule.leg is None else np.asarray(schedule.leg, dtype=np.int8)[order]
+        # Bytes each member sends per step on each tier, all channels together: the size its
+        # small-message efficiency applies to (see Fabric.send).
+        host = fabric.topology.gpu_host
+        tier = (host[self._src] != host[self._dst]).astype(np.int64)
+        unit = (position[self._src] * steps + np.asarray(schedule.step, dtype=np.int64)[order]) * 2 + tier
+        self._step_bytes = np.bincount(unit, weights=self._nbytes)[unit]
         self._sender = sender[order] + self.base
         self._receiver = receiver[order] + self.base
         self._offsets = np.searchsorted(sender[order], np.arange(n_groups + 1))
@@ -65,7 +70,12 @@ class CollectiveRun:
         self.joined += 1
         if self.joined == self.size:
             self.start_time = self.env.now
-            self._enter(np.arange(self.size * self.lanes) * self.steps)
+            delay = self.fabric.call_latency(self.schedule.launch)
+            first = np.arange(self.size * self.lanes) * self.steps
+            if delay > 0:
+                self.env.timeout(delay).callbacks.append(lambda _event: self._enter(first))
+            else:
+                self._enter(first)
         return self._done[index]
 
     def _enter(self, groups: np.ndarray) -> None:
@@ -85,6 +95,7 @@ class CollectiveRun:
             qps=schedule.qps,
             leg=None if self._leg is None else self._leg[rows],
             protocol=schedule.protocol,
+            step_bytes=self._step_bytes[rows],
         )
         self.fabric.release(self.base + groups)
 

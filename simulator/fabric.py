@@ -56,13 +56,16 @@ class Flush(simpy.events.Event):
         env.schedule(self, LATE, delay)
 
 
-def _efficiency_wait(spec: LeafSpine, same_host: np.ndarray, nbytes: np.ndarray) -> np.ndarray:
-    """Seconds each message waits for its tier's small-message efficiency: ``m/B · (1/η(m) − 1)``."""
+def _efficiency_wait(
+    spec: LeafSpine, same_host: np.ndarray, nbytes: np.ndarray, protocol: str | None
+) -> np.ndarray:
+    """Seconds each message waits for its tier's small-message efficiency under ``protocol``:
+    ``M/B · (1/η(M) − 1)``, ``M`` the bytes its sender sends in the same step on the tier
+    (``nbytes``: the message's own when it is alone)."""
     nbytes = np.broadcast_to(nbytes, same_host.shape)
     bandwidth = np.where(same_host, spec.nvlink_bandwidth, spec.nic_bandwidth)
-    eta = np.where(
-        same_host, efficiency_at(spec.nvlink_efficiency, nbytes), efficiency_at(spec.nic_efficiency, nbytes)
-    )
+    inside, across = spec.efficiency_curves(protocol)
+    eta = np.where(same_host, efficiency_at(inside, nbytes), efficiency_at(across, nbytes))
     return nbytes / bandwidth * (1.0 / eta - 1.0)
 
 
@@ -191,6 +194,14 @@ class Fabric:
             start = int(self._owner_start[index])
             self._owner_done[index](groups[owner == index] - start)
 
+    def call_latency(self, launch: str | None) -> float:
+        """Seconds a collective call of kind ``launch`` (``collective``, ``p2p``, None) waits
+        between its last member joining and its first step (the fabric's calibrated launch cost)."""
+        if launch is None:
+            return 0.0
+        spec = self.topology.spec
+        return spec.p2p_latency if launch == "p2p" else spec.collective_latency
+
     # --------------------------------------------------------------- messages
     def send(
         self,
@@ -204,6 +215,7 @@ class Fabric:
         qps: int = 1,
         leg: np.ndarray | None = None,
         protocol: str | None = None,
+        step_bytes: np.ndarray | None = None,
     ) -> None:
         """Queue messages from GPU ``src`` to GPU ``dst`` of ``nbytes`` bytes each.
 
@@ -216,7 +228,12 @@ class Fabric:
         ``leg`` a path cut at the NVSwitch (:data:`~topologies.compiled.LEG_UP` / ``LEG_DOWN``).
         ``qps`` flows per message between hosts (queue pairs per connection). ``protocol`` (``LL``,
         ``LL128``, ``Simple``; None = the fabric's tier α, as Simple) picks the per-message α of
-        :meth:`~topologies.leaf_spine.LeafSpine.latencies`.
+        :meth:`~topologies.leaf_spine.LeafSpine.latencies`, and the message moves ``nbytes /
+        efficiency`` on the wire (:meth:`~topologies.leaf_spine.LeafSpine.protocol_share`).
+        ``step_bytes`` (per message): what its sender sends in the same step on the same tier, all
+        channels and peers together; the small-message efficiency is that of this amount, and the
+        wait is the one that makes the sender's whole step take ``M/(η(M)·B)`` alone (default: the
+        message's own bytes, as for a lone message).
         """
         src = np.asarray(src, dtype=np.int64)
         dst = np.asarray(dst, dtype=np.int64)
@@ -225,13 +242,19 @@ class Fabric:
         spec = self.topology.spec
         n = src.shape[0]
         same_host = self.topology.gpu_host[src] == self.topology.gpu_host[dst]
+        nbytes = np.asarray(nbytes, dtype=np.float64)
         if protocol is None:
             alpha = np.where(same_host, spec.nvlink_message_latency, spec.message_latency)
         else:
             inside, across = spec.latencies(protocol)
             alpha = np.where(same_host, inside, across)
-        if spec.nic_efficiency or spec.nvlink_efficiency:
-            alpha = alpha + _efficiency_wait(spec, same_host, np.asarray(nbytes, dtype=np.float64))
+            eff_inside, eff_across = spec.protocol_share(protocol)
+            if eff_inside != 1.0 or eff_across != 1.0:  # framing and flags take link bandwidth
+                nbytes = nbytes / np.where(same_host, eff_inside, eff_across)
+        inside, across = spec.efficiency_curves(protocol)
+        if inside or across:
+            amount = nbytes if step_bytes is None else np.asarray(step_bytes, dtype=np.float64)
+            alpha = alpha + _efficiency_wait(spec, same_host, amount, protocol)
         now = self.env.now
         start = now + alpha
         rows = self.messages.append(

@@ -35,11 +35,13 @@ class Schedule:
         leg: per message, a path cut at the NVSwitch (:data:`topologies.compiled.LEG_UP` /
             ``LEG_DOWN``: NVLink SHARP reduction into and multicast out of the switch).
         qps: flows per message between hosts (queue pairs per connection).
-        protocol: NCCL protocol (``LL``, ``LL128``, ``Simple``) that sets the per-message α;
-            None: the fabric's tier α.
-        wire: bytes on the wire per byte of ``nbytes`` (the protocol's framing: LL sends a flag
-            with every 4 data bytes).
+        protocol: NCCL protocol (``LL``, ``LL128``, ``Simple``) that sets the per-message α and
+            the share of a link's bandwidth that carries data (the fabric's, per tier); None: the
+            fabric's tier α and all of the bandwidth, as Simple.
         algorithm, channels: what the schedule is, for results (``ring``, 8).
+        launch: ``collective`` or ``p2p``: the call pays the fabric's per-call latency of that
+            kind before its first step (:attr:`topologies.leaf_spine.LeafSpine.collective_latency`,
+            ``p2p_latency``); None: no call latency.
     """
 
     ranks: np.ndarray
@@ -55,9 +57,9 @@ class Schedule:
     leg: np.ndarray | None = None
     qps: int = 1
     protocol: str | None = None
-    wire: float = 1.0
     algorithm: str | None = None
     channels: int = 1
+    launch: str | None = None
 
     @property
     def n_lanes(self) -> int:

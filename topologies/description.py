@@ -28,6 +28,7 @@ class FabricDescription:
         nvlink_domain_hosts: hosts per NVLink domain (1: NVSwitch inside each host).
         gpu: GPU generation (``A100``, ``H100`` ...).
         nic_bandwidth: per NIC and direction. nvlink_bandwidth: per GPU and direction.
+        nic_line_rate: the NIC's port speed (what NCCL's tuner sees), bytes/s.
         message_latency, nvlink_message_latency: per-message α (Simple) across the network and over
             NVLink; they set pipeline depths.
         hosts_per_leaf: hosts under one leaf switch (for NCCL-style tuning and tests).
@@ -44,6 +45,7 @@ class FabricDescription:
     message_latency: float
     nvlink_message_latency: float
     hosts_per_leaf: int = 1
+    nic_line_rate: float = 0.0
 
     @property
     def nics_per_host(self) -> int:

@@ -53,6 +53,10 @@ DEFAULT_LL_NVLINK_MESSAGE_LATENCY = 0.35e-6
 """Per-message α over NVLink under LL, seconds (NCCL's ring NVLink ratio 0.6 / 3.4)."""
 DEFAULT_LL128_NVLINK_MESSAGE_LATENCY = 1.1e-6
 """Per-message α over NVLink under LL128, seconds (NCCL's ring NVLink ratio 1.9 / 3.4)."""
+DEFAULT_LL_SHARE = 0.5
+"""Share of a link's bandwidth that carries data under LL: 4 data bytes in every 8-byte line."""
+DEFAULT_LL128_SHARE = 120.0 / 128.0
+"""Share under LL128: 120 data bytes in every 128-byte line."""
 GPU_KINDS = ("A100", "H100", "H200", "H800", "B200", "GB200")
 """GPU generations a fabric may name; Hopper and later NVSwitch domains support NVLink SHARP."""
 DEFAULT_NVLINK_BANDWIDTH = 450e9
@@ -97,6 +101,20 @@ class LeafSpine:
     so alone on an idle path it takes exactly ``α + m/(η·B)``. The wait occupies no link: under
     contention it does not take bandwidth from other flows (protocol and pipeline overheads,
     not a slower wire). Fitted by ``moesim calibrate``.
+
+    ``nic_line_rate`` is the NIC's port speed (bytes/s; None: ``nic_bandwidth``), what NCCL's tuner
+    sees; a calibrated ``nic_bandwidth`` is what a GPU gets, at most the line rate.
+    ``ll_nic_efficiency``, ``ll128_nic_efficiency``, ``ll_nvlink_efficiency`` and
+    ``ll128_nvlink_efficiency`` are the small-message efficiency curves of messages sent with LL
+    and LL128 (empty: the tier's curve, as Simple messages use). ``ll_share``, ``ll128_share``
+    (network) and ``ll_nvlink_share``, ``ll128_nvlink_share`` are the shares of a link's bandwidth
+    that carry data under LL and LL128 (the framing's share by default; fitted, they also hold the
+    protocols' GPU-side limits).
+    ``collective_latency`` and ``p2p_latency`` are the per-call costs of an NCCL collective and of
+    a grouped send/recv (all-to-all): the launch and setup before the first message moves (the
+    host launching one kernel per GPU, for a single-process multi-GPU run). Fitted by ``moesim
+    calibrate``; 0 by default. The ``ll*_message_latency`` fields are α under the LL and LL128
+    protocols (see :meth:`latencies`).
     """
 
     leaves: int
@@ -117,6 +135,36 @@ class LeafSpine:
     ll128_message_latency: float = DEFAULT_LL128_MESSAGE_LATENCY
     ll_nvlink_message_latency: float = DEFAULT_LL_NVLINK_MESSAGE_LATENCY
     ll128_nvlink_message_latency: float = DEFAULT_LL128_NVLINK_MESSAGE_LATENCY
+    collective_latency: float = 0.0
+    p2p_latency: float = 0.0
+    nic_line_rate: float | None = None
+    ll_nic_efficiency: Efficiency = ()
+    ll128_nic_efficiency: Efficiency = ()
+    ll_nvlink_efficiency: Efficiency = ()
+    ll128_nvlink_efficiency: Efficiency = ()
+    ll_share: float = DEFAULT_LL_SHARE
+    ll128_share: float = DEFAULT_LL128_SHARE
+    ll_nvlink_share: float = DEFAULT_LL_SHARE
+    ll128_nvlink_share: float = DEFAULT_LL128_SHARE
+
+    def efficiency_curves(self, protocol: str | None) -> tuple[Efficiency, Efficiency]:
+        """``(NVLink, network)`` small-message efficiency curves under ``protocol``: the LL and LL128
+        ones where given, else the tier's own (``nvlink_efficiency``, ``nic_efficiency``)."""
+        own = {"LL": (self.ll_nvlink_efficiency, self.ll_nic_efficiency)}
+        own["LL128"] = (self.ll128_nvlink_efficiency, self.ll128_nic_efficiency)
+        inside, across = own.get(protocol or "Simple", ((), ()))
+        return inside or self.nvlink_efficiency, across or self.nic_efficiency
+
+    def protocol_share(self, protocol: str) -> tuple[float, float]:
+        """``(inside a host, across the network)`` share of a link's bandwidth that carries data
+        under an NCCL protocol (Simple: 1; LL and LL128: the ``*_share`` fields)."""
+        if protocol == "Simple":
+            return 1.0, 1.0
+        if protocol == "LL128":
+            return self.ll128_nvlink_share, self.ll128_share
+        if protocol == "LL":
+            return self.ll_nvlink_share, self.ll_share
+        raise ValueError(f'"{protocol}" is not a protocol (try LL, LL128 or Simple)')
 
     def latencies(self, protocol: str) -> tuple[float, float]:
         """``(inside a host, across the network)`` per-message α in seconds under an NCCL protocol
@@ -142,6 +190,7 @@ class LeafSpine:
             nvlink_domain_hosts=1,
             gpu=self.gpu,
             nic_bandwidth=self.nic_bandwidth,
+            nic_line_rate=self.nic_line_rate or self.nic_bandwidth,
             nvlink_bandwidth=self.nvlink_bandwidth,
             message_latency=self.message_latency,
             nvlink_message_latency=self.nvlink_message_latency,
@@ -165,6 +214,8 @@ def validate(spec: LeafSpine) -> None:
         value = getattr(spec, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TopologyError(name, f"must be a whole number >= 1, got {value!r}")
+    if spec.nic_line_rate is not None and not spec.nic_line_rate > 0:
+        raise TopologyError("nic_line_rate", f"must be a positive bandwidth, got {spec.nic_line_rate!r} B/s")
     for name in ("nic_bandwidth", "uplink_bandwidth", "nvlink_bandwidth"):
         value = getattr(spec, name)
         if not value > 0:
@@ -179,12 +230,19 @@ def validate(spec: LeafSpine) -> None:
         "ll128_message_latency",
         "ll_nvlink_message_latency",
         "ll128_nvlink_message_latency",
+        "collective_latency",
+        "p2p_latency",
     )
     for name in latencies:
         value = getattr(spec, name)
         if not value >= 0:
             raise TopologyError(name, f"must be a non-negative time, got {value!r} s")
-    for name in ("nic_efficiency", "nvlink_efficiency"):
+    for name in ("ll_share", "ll128_share", "ll_nvlink_share", "ll128_nvlink_share"):
+        value = getattr(spec, name)
+        if not 0 < value <= 1:
+            raise TopologyError(name, f"must be a share of the bandwidth in (0, 1], got {value!r}")
+    curves = ("nic_efficiency", "nvlink_efficiency", "ll_nic_efficiency", "ll128_nic_efficiency")
+    for name in (*curves, "ll_nvlink_efficiency", "ll128_nvlink_efficiency"):
         curve = getattr(spec, name)
         sizes = [size for size, _ in curve]
         if any(not size > 0 for size in sizes) or any(np.diff(sizes) <= 0):

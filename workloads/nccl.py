@@ -42,8 +42,8 @@ Pipelined chunk counts ``k`` follow :func:`workloads.collectives.pipeline_chunks
 optimum, at most :data:`~workloads.collectives.MAX_CHUNKS`), not NCCL's fixed chunk sizes.
 
 Protocols change the per-message α (:meth:`topologies.leaf_spine.LeafSpine.latencies`) and the
-bytes on the wire: LL moves 4 data bytes per 8-byte line (:data:`WIRE` 2), LL128 120 per 128-byte
-line, Simple only data.
+share of the bandwidth that carries data (:meth:`~topologies.leaf_spine.LeafSpine.protocol_share`:
+by default LL's 4 data bytes per 8-byte line, LL128's 120 per 128, all of it for Simple).
 """
 
 from __future__ import annotations
@@ -63,9 +63,6 @@ from workloads.nccl_tuning import TuningTopology, channels_used, choose
 
 PROTOCOLS = ("LL", "LL128", "Simple")
 """NCCL's protocols."""
-
-WIRE = {"LL": 2.0, "LL128": 128.0 / 120.0, "Simple": 1.0}
-"""Bytes on the wire per data byte, per protocol."""
 
 ALGORITHMS: dict[str, tuple[str, ...]] = {
     "all_reduce": ("ring", "tree", "nvls", "nvls_tree"),
@@ -154,9 +151,9 @@ class _Parts:
             leg=np.concatenate(self.leg),
             qps=qps,
             protocol=protocol,
-            wire=WIRE[protocol],
             algorithm=algorithm,
             channels=channels,
+            launch="p2p" if algorithm in ("direct", "pxn") else "collective",
         )
 
 
@@ -545,7 +542,12 @@ def nccl_schedule(
         }.get(op)
         base = legacy(members, size) if legacy else collectives.all_reduce(members, size, "ring")
         return dataclasses.replace(
-            base, name=name, protocol=protocol, wire=WIRE[protocol], algorithm=algorithm, channels=1
+            base,
+            name=name,
+            protocol=protocol,
+            algorithm=algorithm,
+            channels=1,
+            launch="p2p" if algorithm == "direct" else "collective",
         )
     if algorithm == "ring" and op in ("broadcast", "reduce"):
         parts = chain_schedule(fabric, op, members, size, channels)
@@ -589,7 +591,12 @@ def tuning_topology(fabric: FabricDescription, members: np.ndarray) -> TuningTop
     nics = len(np.unique(fabric.nic_of(rows[0])))
     try:
         return topology_for(
-            len(rows), rows[0].shape[0], nics, fabric.gpu, fabric.nic_bandwidth, NCCL_NVLINK[fabric.gpu]
+            len(rows),
+            rows[0].shape[0],
+            nics,
+            fabric.gpu,
+            fabric.nic_line_rate or fabric.nic_bandwidth,
+            NCCL_NVLINK[fabric.gpu],
         )
     except NotImplementedError as err:
         raise AlgorithmError(
