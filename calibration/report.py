@@ -276,6 +276,16 @@ def format_table(calibration: Calibration, min_size: float = 2**20) -> str:
         ]
     if not tier_summaries(calibration):
         lines.append("  (no tier)")
+    spec = calibration.spec
+    lines += [
+        "Per call (launch and setup before the first message):",
+        f"  collective  {spec.collective_latency * 1e6:.3f} µs",
+        f"  send/recv   {spec.p2p_latency * 1e6:.3f} µs",
+        "Share of the bandwidth that carries data (LL, LL128; Simple 1):",
+        f"  nvlink      {spec.ll_nvlink_share:.4f}, {spec.ll128_nvlink_share:.4f}",
+        f"  nic         {spec.ll_share:.4f}, {spec.ll128_share:.4f}",
+    ]
+    lines += [f"FLAG {flag}" for flag in calibration.flags]
     return "\n".join(lines) + "\n"
 
 

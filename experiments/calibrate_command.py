@@ -152,10 +152,10 @@ def _calibrated_yaml(raw: dict, calibration: Calibration, header: list[str]) -> 
     table = calibration.table
     first = table["source"].iloc[0]
     rows = table[table["source"] == first]
-    op, nranks = rows["op"].iloc[0], int(rows["nranks"].iloc[0])
+    op = rows["op"].iloc[0]
     workload: dict = {"kind": "collective", "op": op, "size": int(rows["size"].iloc[0])}
-    if op == "all_reduce":
-        workload["algorithm"] = "pipelined" if nranks > calibration.spec.gpus_per_host else "ring"
+    if op != "send_recv":
+        workload["algorithm"] = "auto"  # as the fit ran it: NCCL's choice per size
     out["workload"] = workload
     out["transport"] = "spray"
     out.pop("placement", None)
@@ -190,6 +190,7 @@ def _run(argv: Sequence[str] | None) -> int:
         f"Calibrated by moesim calibrate from {', '.join(path.name for path in log_paths)}",
         f"(starting topology: {args.topology.name}; {args.placement} rows; holdout: {args.holdout}).",
         *summary,
+        *(f"FLAG {flag}" for flag in calibration.flags),
         *notes,
         "The workload replays the first log's op over its sizes: swap it for any other workload.",
     ]
@@ -201,6 +202,8 @@ def _run(argv: Sequence[str] | None) -> int:
         calibration, report, title=f"Calibration: {args.out.name}", min_size=min_size, notes=summary + notes
     )
     print(format_table(calibration, min_size))
+    for flag in calibration.flags:
+        print(f"FLAG {flag}")
     for line in notes:
         print(line)
     print(f"wrote {args.out} and {report}")
