@@ -176,17 +176,19 @@ class TopologyConfig(BaseModel):
 class CollectiveWorkload(BaseModel):
     """``workload: {kind: collective, ...}`` — one collective or traffic pattern on a communicator.
 
-    ``algorithm`` left out is moesim's own schedule of the op (:mod:`workloads.collectives`);
-    ``auto`` or an NCCL algorithm runs NCCL's (:mod:`workloads.nccl`) on ``channels`` channels
-    (default: NCCL's for the fabric) with ``qps_per_connection`` queue pairs, under ``protocol``
-    (default ``auto`` with ``algorithm: auto``, else ``Simple``), as NCCL_ALGO / NCCL_PROTO pin them.
+    ``algorithm`` is ``auto`` by default: what NCCL's cost model picks (:mod:`workloads.nccl`), on
+    ``channels`` channels (default: NCCL's for the fabric and size) with ``qps_per_connection``
+    queue pairs, under ``protocol`` (default ``auto`` with ``algorithm: auto``, else ``Simple``);
+    an NCCL algorithm name pins it, as NCCL_ALGO / NCCL_PROTO do. ``null`` is moesim's own
+    schedule of the op (:mod:`workloads.collectives`), as are ``hierarchical`` and ``pipelined``.
+    Patterns without NCCL algorithms (send_recv, permutation, shift) have one schedule each.
     """
 
     model_config = Strict
     kind: Literal["collective"]
     op: Literal[OPS]  # type: ignore[valid-type]
     size: Size
-    algorithm: Literal[WORKLOAD_ALGORITHMS] | None = None  # type: ignore[valid-type]
+    algorithm: Literal[WORKLOAD_ALGORITHMS] | None = "auto"  # type: ignore[valid-type]
     protocol: Literal["auto", "LL", "LL128", "Simple"] | None = None
     channels: int | None = Field(default=None, ge=1)
     qps_per_connection: int = Field(default=1, ge=1)
@@ -205,12 +207,13 @@ class CollectiveWorkload(BaseModel):
     @model_validator(mode="after")
     def _algorithm_fits_op(self) -> CollectiveWorkload:
         nccl_ones = NCCL_ALGORITHMS.get(self.op, ())
-        allowed = (("auto", *nccl_ones) if nccl_ones else ()) + OWN_ALGORITHMS.get(self.op, ())
+        allowed = ("auto", *nccl_ones, *OWN_ALGORITHMS.get(self.op, ()))
         if self.algorithm is not None and self.algorithm not in allowed:
             hint = f"try {' or '.join(allowed)}" if allowed else "leave it out"
             raise ValueError(f"algorithm: {self.algorithm} does not apply to op {self.op} ({hint})")
-        nccl = self.algorithm in ("auto", *nccl_ones) or (
-            self.algorithm is None and self.op in ("broadcast", "reduce")
+        nccl = bool(nccl_ones) and (
+            self.algorithm in ("auto", *nccl_ones)
+            or (self.algorithm is None and self.op in ("broadcast", "reduce"))
         )
         for name in ("protocol", "channels"):
             if getattr(self, name) is not None and not nccl:

@@ -138,7 +138,11 @@ BAD = [
         "workload.algorithm: pat needs one rank per host (this communicator has 2; try ring)",
     ),
     (edited(workload__op="all_gather", workload__algorithm="pat", workload__ranks="one_per_host"), None),
-    (edited(workload__protocol="LL"), "workload.protocol: needs an NCCL algorithm for all_to_all"),
+    (
+        edited(workload__op="permutation", workload__protocol="LL"),
+        "workload.protocol: needs an NCCL algorithm",
+    ),
+    (edited(workload__protocol="LL"), None),  # the default algorithm is auto: LL pins NCCL's protocol
     (edited(workload__algorithm="direct", workload__protocol="LL64"), "workload.protocol: 'LL64' is not"),
     (edited(workload__algorithm="direct", workload__channels=0), "workload.channels: must be >= 1"),
     (edited(topology__gpu="V100"), "topology.gpu: 'V100' is not allowed"),

@@ -275,6 +275,8 @@ def collective_schedule(
         raise ValueError(
             "algorithm: protocol, channels and qps_per_connection need an NCCL algorithm (try auto)"
         )
+    if algorithm == "auto":  # no NCCL algorithm for this op: its one schedule
+        algorithm = None
     if op == "all_to_all":
         if algorithm not in (None, "direct"):
             raise ValueError(f'"{algorithm}" is not an all_to_all algorithm (try direct)')
