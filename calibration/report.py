@@ -34,8 +34,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from calibration.fit import Calibration
-from experiments.report import TEMPLATE, TRANSPORT_COLORS, format_value, page_html, plot_div
-from experiments.store import write_atomic
+from pages.files import write_atomic
+from pages.html import TEMPLATE, TRANSPORT_COLORS, format_value, page_html, plot_div
 from topologies.leaf_spine import Efficiency, efficiency_at
 
 TABLE_COLUMNS = (

@@ -32,8 +32,8 @@ from calibration.fit import FIT_OPS, Calibration, CalibrationError, calibrate, t
 from calibration.nccl_log import NcclLog, NcclLogError, parse_nccl_log
 from experiments.arguments import Parser, UsageError, whole
 from experiments.config import ConfigError, load_experiment, parse_experiment
-from experiments.store import write_atomic
 from experiments.units import UnitError, parse_size
+from pages.files import write_atomic
 from workloads.kernel_model import GPUS, KernelTableError, read_kernel_table
 from workloads.kineto import KinetoError
 

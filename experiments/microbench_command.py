@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.arguments import Parser, UsageError, positive, whole
-from experiments.store import write_atomic
 from experiments.units import UnitError, parse_size
+from pages.files import write_atomic
 
 PARTS = ("gemm", "copy", "nccl")
 COLLECTIVES = ("all_reduce", "all_gather", "all_to_all")

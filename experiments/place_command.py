@@ -22,8 +22,8 @@ from pathlib import Path
 from experiments.arguments import Parser, UsageError, non_negative, whole
 from experiments.config import ConfigError, IlpConfig, load_experiment, placement_method
 from experiments.placing import fit_and_run_traces, make_placement, placement_document
-from experiments.store import write_atomic
 from experiments.units import UnitError, parse_time
+from pages.files import write_atomic
 from placement.layout import Placement, PlacementError
 from placement.stats import evaluate, placement_stats
 from topologies.leaf_spine import LeafSpine

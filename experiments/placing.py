@@ -115,7 +115,7 @@ def presolve(points: list[Experiment], out: Path) -> list[Experiment]:
     """Solve each distinct ILP placement of ``points`` once into ``out/placements/`` (kept if already
     there) and return the points with ``placement_file`` set for those that use one."""
     from experiments.runner import point_traces  # runner and store import this module's users
-    from experiments.store import write_atomic
+    from pages.files import write_atomic
 
     solved: list[Experiment] = []
     for point in points:

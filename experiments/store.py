@@ -32,6 +32,7 @@ import yaml
 
 from experiments.config import Experiment
 from experiments.runner import PointResult
+from pages.files import umask, write_atomic
 
 TABLES = ("results", "flows", "links", "ops", "timeline")
 
@@ -42,12 +43,6 @@ def moesim_version() -> str:
         return version("moesim")
     except PackageNotFoundError:
         return "dev"
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def point_dir(out: Path, index: int) -> Path:
@@ -69,7 +64,7 @@ def save_point(out: Path, result: PointResult, point: Experiment) -> None:
         for name, table in result.tables.items():
             table.to_parquet(staging / f"{name}.parquet", index=False)
         (staging / "point.json").write_text(json.dumps({"key": point_key(point)}))
-        staging.chmod(0o777 & ~_umask())
+        staging.chmod(0o777 & ~umask())
         if final.exists():
             shutil.rmtree(final)
         os.replace(staging, final)
@@ -86,19 +81,6 @@ def saved_ok(out: Path, index: int, point: Experiment) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     return key == point_key(point) and row["error"].isna().all()
-
-
-def write_atomic(path: Path, write: Any) -> None:
-    """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def combine(out: Path, raw: dict[str, Any], n_points: int) -> pd.DataFrame:
