@@ -57,6 +57,12 @@ def one_step(spec: LeafSpine, src: np.ndarray, dst: np.ndarray, nbytes: float | 
     )
 
 
+DATA = Path(__file__).resolve().parent / "data"
+"""The repository's own fixtures (``tests/data``; its README says where each came from)."""
+
+DEEPSEEK = DATA / "traces" / "deepseek_profile_train.json.gz"
+"""The DeepSeek-V3 H800 profiler trace (``../shared/data/deepseek_profile_train.json``, gzipped)."""
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 """The project's shared reference data (``../shared/data`` beside the checkout, as in CI)."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_data
+from conftest import DEEPSEEK
 
 from calibration.kernel_times import DTYPE_BYTES, fit_roofline, kineto_kernel_durations
 from workloads.kernel_model import GPUS, KernelTableError, MeasuredGEMM, RooflineGEMM, read_kernel_table
@@ -181,7 +181,7 @@ def test_fit_a_csv_file(tmp_path: Path) -> None:
 
 
 def test_kineto_kernel_durations_deepseek() -> None:
-    path = shared_data("deepseek_profile_train.json")
+    path = DEEPSEEK
     table = kineto_kernel_durations(path)
     assert list(table.columns) == [
         "name",

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import shared_data
+from conftest import DEEPSEEK
 
 from workloads.kineto import (
     ROUNDING_US,
@@ -22,7 +22,7 @@ from workloads.kineto import (
     summary,
 )
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepseek_profile_train.json"
+REAL = DEEPSEEK
 T0 = 1_000_000  # absolute µs of the hand-made traces' origin, so that relative times are checked
 US = 1e-6
 
@@ -436,8 +436,7 @@ def test_classify(name: str, kind: str, comm: str | None) -> None:
 
 @pytest.fixture(scope="module")
 def real() -> tuple[KinetoTrace, dict]:
-    shared_data("deepseek_profile_train.json")
-    return load_kineto(REAL), json.loads(REAL.read_text())
+    return load_kineto(REAL), json.loads(gzip.decompress(REAL.read_bytes()))
 
 
 def test_real_every_gpu_event_parsed(real: tuple[KinetoTrace, dict]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import shared_data
+from conftest import DATA
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -73,11 +73,11 @@ def test_a3mega_fixture_in_the_tree() -> None:
 
 
 def test_a3mega_shared() -> None:
-    check_a3mega(parse_nccl_log(shared_data("nccl/gcp_a3mega_2x8xH100_all_reduce.txt")))
+    check_a3mega(parse_nccl_log(DATA / "nccl/gcp_a3mega_2x8xH100_all_reduce.txt"))
 
 
 def test_a3high_all_gather() -> None:
-    log = parse_nccl_log(shared_data("nccl/gcp_a3high_2x8xH100_all_gather.txt"))
+    log = parse_nccl_log(DATA / "nccl/gcp_a3high_2x8xH100_all_gather.txt")
     assert (log.op, log.command, log.nranks, log.hosts) == ("all_gather", None, None, None)
     assert log.header["validation"] == "0" and log.header["iters"] == "200"
     out, inp = half(log, "out_of_place"), half(log, "in_place")
@@ -92,7 +92,7 @@ def test_a3high_all_gather() -> None:
 
 
 def test_a100_sendrecv() -> None:
-    log = parse_nccl_log(shared_data("nccl/a100_8x_nvlink_sendrecv.txt"))
+    log = parse_nccl_log(DATA / "nccl/a100_8x_nvlink_sendrecv.txt")
     assert (log.op, log.nranks, log.hosts) == ("send_recv", 8, 1)  # one process, -g 8
     assert log.command == "./build/sendrecv_perf -b 128M -e 1G -f 2 -g 8"
     out, inp = half(log, "out_of_place"), half(log, "in_place")
@@ -112,7 +112,7 @@ def test_a100_sendrecv() -> None:
 
 
 def test_gb300_alltoall() -> None:
-    log = parse_nccl_log(shared_data("nccl/oci_gb300_4gpu_alltoall_truncated.txt"))
+    log = parse_nccl_log(DATA / "nccl/oci_gb300_4gpu_alltoall_truncated.txt")
     assert (log.op, log.command, log.nranks) == ("all_to_all", "alltoall_perf", None)
     out, inp = half(log, "out_of_place"), half(log, "in_place")
     assert list(out["size"]) == list(inp["size"]) == [8589934592, 17179869184]
@@ -425,10 +425,10 @@ def test_bus_factor() -> None:
 
 def test_bus_factor_matches_the_logs() -> None:
     for name, nranks in (("gcp_a3mega_2x8xH100_all_reduce.txt", 16), ("a100_8x_nvlink_sendrecv.txt", 8)):
-        log = parse_nccl_log(shared_data(f"nccl/{name}"))
+        log = parse_nccl_log(DATA / f"nccl/{name}")
         big = log.rows[log.rows["algbw_gbps"] > 10]
         ratio = big["busbw_gbps"] / big["algbw_gbps"]
         np.testing.assert_allclose(ratio, bus_factor(log.op, nranks), rtol=2e-3)
-    log = parse_nccl_log(shared_data("nccl/gcp_a3high_2x8xH100_all_gather.txt"))
+    log = parse_nccl_log(DATA / "nccl/gcp_a3high_2x8xH100_all_gather.txt")
     ratio = (log.rows["busbw_gbps"] / log.rows["algbw_gbps"]).to_numpy()
     np.testing.assert_allclose(ratio, bus_factor("all_gather", 16), rtol=3e-3)  # 2 hosts x 8 GPUs

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA
 
 from placement.layout import Placement, PlacementError, round_robin
 from placement.methods import (
@@ -23,14 +23,7 @@ from topologies.leaf_spine import LeafSpine
 from workloads.routing_trace import RoutingTrace
 from workloads.synthetic_trace import synth_trace
 
-EPLB_EXAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "placements" / "eplb_example.json"
-
-
-def _example_path() -> Path:
-    for candidate in (EPLB_EXAMPLE, Path("/work/shared/data/placements/eplb_example.json")):
-        if candidate.exists():
-            return candidate
-    pytest.skip("shared/data/placements/eplb_example.json is not available")
+EPLB_EXAMPLE = DATA / "placements" / "eplb_example.json"
 
 
 def _hand_trace() -> RoutingTrace:
@@ -288,7 +281,7 @@ def test_random_is_seeded() -> None:
 
 
 def test_eplb_reproduces_the_published_example() -> None:
-    example = json.loads(_example_path().read_text())
+    example = json.loads(EPLB_EXAMPLE.read_text())
     weight = np.array(example["weight"])
     phy2log, log2phy, logcnt = eplb(
         weight, example["num_replicas"], example["num_groups"], example["num_nodes"], example["num_gpus"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import shared_data
+from conftest import DEEPSEEK
 
 from experiments.replay_command import main
 from simulator.engine import simulate
@@ -30,7 +30,7 @@ from workloads.replay_comm import (
     token_bytes,
 )
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "deepseek_profile_train.json"
+REAL = DEEPSEEK
 ECMP = parse_transport("ecmp")
 US = 1e-6
 DISPATCH = "void deep_ep::internode::dispatch<false, 8>(int4*, float*)"
@@ -203,7 +203,6 @@ def test_comm_bytes_match_the_hand_formula() -> None:
 
 @pytest.fixture(scope="module")
 def real() -> KinetoTrace:
-    shared_data("deepseek_profile_train.json")
     return load_kineto(REAL)
 
 
@@ -348,7 +347,6 @@ def test_replay_workload_sweeps_like_any_other(tmp_path: Path) -> None:
 
     from experiments.cli import main
 
-    shared_data("deepseek_profile_train.json")
     exp = tmp_path / "replay.yaml"
     exp.write_text(
         yaml.safe_dump(
@@ -378,7 +376,6 @@ def test_replay_workload_with_too_many_ranks_exits_2(
 
     from experiments.cli import main
 
-    shared_data("deepseek_profile_train.json")
     exp = tmp_path / "replay.yaml"
     small = {
         "leaves": 2,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import trace_fixtures
 import yaml
-from conftest import shared_data
+from conftest import DEEPSEEK, shared_data
 
 import workloads.replay_comm as replay_module
 from experiments.replay_command import main
@@ -133,7 +133,7 @@ def test_real_names_in_the_full_traces() -> None:
         ("nccl_all_reduce", "ring", "LL"),
         ("nccl_broadcast", "ring", "LL"),
     }
-    deepseek = load_kineto(shared_data("deepseek_profile_train.json"))
+    deepseek = load_kineto(DEEPSEEK)
     assert {k.comm for k in deepseek.communication} == {"deepep_dispatch", "deepep_combine", "deepep_notify"}
     assert all(k.algorithm is None and k.protocol is None for k in deepseek.kernels)
 

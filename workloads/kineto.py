@@ -174,7 +174,7 @@ def load_kineto(path: str | Path) -> KinetoTrace:
             event as ``traceEvents[i]``.
         OSError: the file cannot be read.
 
-    >>> trace = load_kineto("../shared/data/deepseek_profile_train.json")  # doctest: +SKIP
+    >>> trace = load_kineto("tests/data/traces/deepseek_profile_train.json.gz")  # doctest: +SKIP
     >>> trace.span  # doctest: +SKIP
     0.129012
     """

@@ -8,7 +8,7 @@ pairs, and every communication kernel as a :class:`~simulator.ops.Collective` wh
 :class:`CommModel` describes. :func:`simulate_replay` runs it and the compute-only variant and
 compares them with the trace (:mod:`experiments.replay_command` prints the ``moesim replay`` table).
 
->>> trace = load_kineto("../shared/data/deepseek_profile_train.json")  # doctest: +SKIP
+>>> trace = load_kineto("tests/data/traces/deepseek_profile_train.json.gz")  # doctest: +SKIP
 >>> programs = replay_programs(trace, spec, ranks=64, comm=CommModel())  # doctest: +SKIP
 >>> simulate(compile_fabric(spec), programs, parse_transport("spray")).completion_time  # doctest: +SKIP
 
