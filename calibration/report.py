@@ -35,7 +35,7 @@ import plotly.graph_objects as go
 
 from calibration.fit import Calibration
 from pages.files import write_atomic
-from pages.html import TEMPLATE, TRANSPORT_COLORS, format_value, page_html, plot_div
+from pages.html import TEMPLATE, TRANSPORT_COLORS, format_unit, page_html, plot_div
 from topologies.leaf_spine import Efficiency, efficiency_at
 
 TABLE_COLUMNS = (
@@ -108,7 +108,7 @@ class TierSummary:
 
 def format_size(nbytes: float) -> str:
     """A message size for people: ``8 B``, ``1 KiB``, ``16 MiB``, ``8 GiB`` (``–`` when not finite)."""
-    return format_value("size", float(nbytes))
+    return format_unit("B", float(nbytes))
 
 
 def format_efficiency(curve: Efficiency) -> str:

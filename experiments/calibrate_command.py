@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,8 +29,9 @@ import yaml
 
 from calibration.fit import FIT_OPS, Calibration, CalibrationError, calibrate, tier_values
 from calibration.nccl_log import NcclLog, NcclLogError, parse_nccl_log
-from experiments.arguments import Parser, UsageError, whole
+from experiments.arguments import Parser, UsageError, fail, help_status, whole
 from experiments.config import ConfigError, load_experiment, parse_experiment
+from experiments.output_dir import check_output_file
 from experiments.units import UnitError, parse_size
 from pages.files import write_atomic
 from workloads.kernel_model import GPUS, KernelTableError, read_kernel_table
@@ -110,27 +110,28 @@ def _holdout(spec: str, rows: pd.DataFrame) -> np.ndarray:
         try:
             sizes = {parse_size(part) for part in spec[6:].split(",") if part}
         except UnitError as err:
-            raise UsageError(f"moesim calibrate: --holdout: {err}") from None
+            raise UsageError(f"--holdout: {err}") from None
         missing = sizes - set(rows["size"].tolist())
         if missing:
-            raise UsageError(f"moesim calibrate: --holdout: no measured row of size {min(missing)} B")
+            raise UsageError(
+                f"--holdout: no measured row of size {min(missing)} B (give sizes the logs measured)"
+            )
         return rows["size"].isin(sizes).to_numpy()
     if spec.startswith("file:"):
         name = spec[5:]
         held = (rows["source"] == name).to_numpy()
         if not held.any():
-            raise UsageError(f"moesim calibrate: --holdout: {name} is not one of the logs given")
+            names = ", ".join(dict.fromkeys(rows["source"]))
+            raise UsageError(f"--holdout: {name} is not one of the logs given (give one of {names})")
         return held
-    raise UsageError(
-        f"moesim calibrate: --holdout {spec!r}: use none, alternate, sizes:1MiB,4MiB or file:NAME"
-    )
+    raise UsageError(f"--holdout {spec!r}: use none, alternate, sizes:1MiB,4MiB or file:NAME")
 
 
 def _classify(files: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
     logs, tables, traces = [], [], []
     for path in files:
         if not path.is_file():
-            raise UsageError(f"moesim calibrate: {path}: no such file")
+            raise UsageError(f"{path}: no such file (give nccl-tests logs, kernel CSVs or profiler traces)")
         name = path.name.lower()
         if name.endswith(".csv"):
             tables.append(path)
@@ -139,7 +140,7 @@ def _classify(files: list[Path]) -> tuple[list[Path], list[Path], list[Path]]:
         else:
             logs.append(path)
     if not logs:
-        raise UsageError("moesim calibrate: give at least one nccl-tests log to fit the fabric")
+        raise UsageError("give at least one nccl-tests log to fit the fabric")
     return logs, tables, traces
 
 
@@ -171,10 +172,13 @@ def _run(argv: Sequence[str] | None) -> int:
     from calibration.report import format_table, write_calibration_report
 
     args = _parser().parse_args(argv)
+    report = args.report or args.out.with_suffix(".html")
+    check_output_file(args.out)
+    check_output_file(report, "--report" if args.report else "--out")
     try:
         min_size = parse_size(args.min_size)
     except UnitError as err:
-        raise UsageError(f"moesim calibrate: --min-size: {err}") from None
+        raise UsageError(f"--min-size: {err}") from None
     log_paths, tables, traces = _classify(list(args.files))
     plan = load_experiment(args.topology)
     spec = plan.experiment.topology.spec()
@@ -182,7 +186,7 @@ def _run(argv: Sequence[str] | None) -> int:
     rows = _measurements(logs, args.placement, args.ranks)
     held = _holdout(args.holdout, rows)
     if held.all():
-        raise UsageError("moesim calibrate: --holdout keeps every row out of the fit; nothing to fit")
+        raise UsageError("--holdout keeps every row out of the fit; nothing to fit (hold out fewer rows)")
     calibration = calibrate(spec, rows, held)
     notes = _kernel_notes(tables, traces, args.gpu)
     summary = _summary(calibration, min_size)
@@ -197,7 +201,6 @@ def _run(argv: Sequence[str] | None) -> int:
     text = _calibrated_yaml(plan.raw, calibration, header)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out, lambda tmp: tmp.write_text(text))
-    report = args.report or args.out.with_suffix(".html")
     write_calibration_report(
         calibration, report, title=f"Calibration: {args.out.name}", min_size=min_size, notes=summary + notes
     )
@@ -260,5 +263,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         NcclLogError,
         UsageError,
     ) as err:
-        print(f"moesim: error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)
+    except SystemExit as done:  # --help
+        return help_status(done)

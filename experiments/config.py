@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import itertools
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -101,11 +101,18 @@ def _unit(parser: Any) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-Bandwidth = Annotated[float, _unit(parse_bandwidth)]
+@dataclass(frozen=True)
+class Unit:
+    """The base unit a field is stored in (``B``, ``B/s``, ``s``): what the results schema says."""
+
+    symbol: str
+
+
+Bandwidth = Annotated[float, _unit(parse_bandwidth), Unit("B/s")]
 """A bandwidth written with a unit (``400Gbps``, ``50GB/s``), stored in bytes per second."""
-Time = Annotated[float, _unit(parse_time)]
+Time = Annotated[float, _unit(parse_time), Unit("s")]
 """A time written with a unit (``500ns``, ``2us``), stored in seconds."""
-Size = Annotated[int, _unit(parse_size)]
+Size = Annotated[int, _unit(parse_size), Unit("B")]
 """A size written with a unit (``16MiB``), stored in bytes."""
 
 
@@ -374,6 +381,18 @@ class IlpConfig(BaseModel):
         return value
 
 
+class ReportConfig(BaseModel):
+    """``report:`` — what the report compares against.
+
+    ``baseline`` maps swept paths to one of their values (``{transport: spray}``; for a ``zip:``
+    group, every path of the group). Default: the first value of the first swept axis other than
+    ``seed``.
+    """
+
+    model_config = Strict
+    baseline: dict[str, Any] | None = None
+
+
 class Experiment(BaseModel):
     """A whole experiment file.
 
@@ -392,6 +411,7 @@ class Experiment(BaseModel):
     placement_fit: float | None = Field(default=None, gt=0, lt=1)
     ilp: IlpConfig = IlpConfig()
     record: RecordConfig = RecordConfig()
+    report: ReportConfig = ReportConfig()
     sweep: dict[str, Any] | None = None
     _placement_file: str | None = PrivateAttr(default=None)
     """A placement solved ahead of the run for this point (see :mod:`experiments.placing`)."""
@@ -527,6 +547,12 @@ class Plan:
     experiment: Experiment
     raw: dict[str, Any]
     points: list[tuple[dict[str, Any], Experiment]]
+    axes: list[list[str]] = field(default_factory=list)
+    """The sweep's axes in file order, each the paths that vary together (one for a plain key)."""
+    baseline: dict[str, Any] = field(default_factory=dict)
+    """The report's baseline: swept path -> resolved value (empty without a sweep)."""
+    units: dict[str, str] = field(default_factory=dict)
+    """The base unit of each swept path that has one (``B``, ``B/s``, ``s``)."""
 
 
 def load_experiment(path: str | Path) -> Plan:
@@ -544,7 +570,77 @@ def load_experiment(path: str | Path) -> Plan:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path.name}: YAML syntax error at {where}{problem}") from None
     experiment = parse_experiment(raw, path.parent)
-    return Plan(experiment, raw, points(experiment, raw, path.parent))
+    expanded = points(experiment, raw, path.parent)
+    axes = [list(axis) for axis in _axes(experiment.sweep or {})]
+    units = {}
+    for axis in axes:
+        for dotted in axis:
+            unit = field_unit(experiment, dotted)
+            if unit:
+                units[dotted] = unit
+    baseline = report_baseline(experiment, axes, expanded)
+    return Plan(experiment, raw, expanded, axes, baseline, units)
+
+
+def field_unit(experiment: Experiment, dotted: str) -> str:
+    """The base unit of the field at a dotted YAML path (``B``, ``B/s``, ``s``), or ``""``."""
+    node: Any = experiment
+    info = None
+    for part in dotted.split("."):
+        if not isinstance(node, BaseModel) or part not in type(node).model_fields:
+            return ""
+        info = type(node).model_fields[part]
+        node = getattr(node, part)
+    if info is None:
+        return ""
+    metadata = list(info.metadata)
+    for arg in typing.get_args(info.annotation):  # Bandwidth | None and the like
+        metadata.extend(getattr(arg, "__metadata__", ()))
+    return next((item.symbol for item in metadata if isinstance(item, Unit)), "")
+
+
+def resolved_value(point: Experiment, dotted: str) -> Any:
+    """The value at a dotted YAML path of a point, as resolved (base units)."""
+    data: Any = point.model_dump()
+    for part in dotted.split("."):
+        data = data[part]
+    return data
+
+
+def report_baseline(
+    experiment: Experiment, axes: list[list[str]], expanded: list[tuple[dict[str, Any], Experiment]]
+) -> dict[str, Any]:
+    """The report's baseline as resolved values: ``report.baseline``, checked against the sweep,
+    or the first point's values of the first axis other than ``seed``."""
+    given = experiment.report.baseline
+    if given is None:
+        axis = next((axis for axis in axes if axis != ["seed"]), None)
+        if axis is None or not expanded:
+            return {}
+        first = expanded[0][1]
+        return {dotted: resolved_value(first, dotted) for dotted in axis}
+    swept = {dotted for axis in axes for dotted in axis}
+    for dotted in given:
+        if dotted not in swept or dotted == "seed":
+            choices = ", ".join(sorted(swept - {"seed"})) or "none: the experiment has no sweep"
+            raise ConfigError(f"report.baseline.{dotted}: not a swept parameter (swept: {choices})")
+    for axis in axes:
+        named = [dotted for dotted in axis if dotted in given]
+        if named and len(named) != len(axis):
+            raise ConfigError(
+                f"report.baseline: {', '.join(named)} is in a zip: group with "
+                f"{', '.join(d for d in axis if d not in named)}; name every path of the group"
+            )
+    for swept_values, point in expanded:
+        if all(swept_values[dotted] == value for dotted, value in given.items()):
+            return {dotted: resolved_value(point, dotted) for dotted in given}
+    for dotted, value in given.items():
+        values = sorted({str(s[dotted]) for s, _ in expanded})
+        if value not in {s[dotted] for s, _ in expanded}:
+            raise ConfigError(
+                f"report.baseline.{dotted}: {value!r} is not one of its swept values ({', '.join(values)})"
+            )
+    raise ConfigError("report.baseline: no point of the sweep has all of these values together")
 
 
 # --------------------------------------------------------------------------- sweep

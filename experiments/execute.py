@@ -4,15 +4,21 @@ Only this process writes files: workers return each point's tables, and the poin
 atomically here the moment it arrives. Interrupting a run (Ctrl-C, a crash) loses no finished
 point; ``resume=True`` skips saved points whose config is unchanged. Results do not depend on
 the executor or the number of workers: every point is simulated on its own.
+
+Before anything runs, :func:`experiments.store.claim` makes sure the results directory holds no
+other experiment's results (:class:`~experiments.arguments.UsageError`, exit status 2). A failure
+of the run itself (saving a point, a lost worker or scheduler, reading the saved points back)
+raises :class:`RunError` (exit status 3): finished points stay saved for ``--resume``.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sys
-from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Callable, Generator
+from concurrent.futures import FIRST_COMPLETED, BrokenExecutor, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +29,42 @@ from tqdm import tqdm
 from experiments.config import Experiment, Plan
 from experiments.placing import presolve
 from experiments.runner import PointResult, run_point
-from experiments.store import combine, save_point, saved_ok
+from experiments.store import StoreError, claim, combine, save_point, saved_ok
 
 Task = tuple[int, dict[str, Any], Experiment]
 
 
 class ExecutorError(RuntimeError):
     """The executor could not be started (e.g. Dask missing or a scheduler unreachable)."""
+
+
+class RunError(RuntimeError):
+    """The run failed part way (the message is one line); the points finished before it are saved."""
+
+    def __init__(self, message: str, saved: int) -> None:
+        super().__init__(message)
+        self.saved = saved
+        """Points saved in the results directory (this run's and earlier ones')."""
+
+
+class _WorkerLost(RuntimeError):
+    """A point's result never came back: its worker process, Dask worker or scheduler failed."""
+
+
+@dataclass(frozen=True)
+class PointDone:
+    """A point just saved: its result, swept values and the run's progress counting it."""
+
+    result: PointResult
+    swept: dict[str, Any]
+    done: int
+    """Points finished so far, skipped ones (``--resume``) included, this one included."""
+    total: int
+
+
+def _reason(err: BaseException) -> str:
+    text = " ".join(str(err).split())[:200]
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 @dataclass
@@ -46,7 +81,7 @@ def _run(task: Task) -> PointResult:
     return run_point(*task)
 
 
-def _local(tasks: list[Task], workers: int) -> Iterator[tuple[Task, PointResult]]:
+def _local(tasks: list[Task], workers: int) -> Generator[tuple[Task, PointResult], None, None]:
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield task, _run(task)
@@ -58,17 +93,30 @@ def _local(tasks: list[Task], workers: int) -> Iterator[tuple[Task, PointResult]
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: running[f][0]):
-                    yield running.pop(future), future.result()
+                    task = running.pop(future)
+                    try:  # run_point records a point's own errors: any raised here is the pool's
+                        result = future.result()
+                    except (BrokenExecutor, OSError, EOFError) as err:
+                        raise _WorkerLost(f"a worker process was lost ({_reason(err)})") from err
+                    yield task, result
         finally:
             for future in running:
                 future.cancel()
 
 
-def _dask(tasks: list[Task], workers: int, scheduler: str | None) -> Iterator[tuple[Task, PointResult]]:
+def _check_dask() -> None:
     try:
-        from dask.distributed import Client, LocalCluster, as_completed
+        import dask.distributed  # noqa: F401
     except ImportError:
         raise ExecutorError("--executor dask needs dask.distributed (pip install 'moesim[dask]')") from None
+
+
+def _dask(
+    tasks: list[Task], workers: int, scheduler: str | None
+) -> Generator[tuple[Task, PointResult], None, None]:
+    _check_dask()
+    from dask.distributed import Client, LocalCluster, as_completed
+
     cluster = None
     try:
         if scheduler:
@@ -81,9 +129,12 @@ def _dask(tasks: list[Task], workers: int, scheduler: str | None) -> Iterator[tu
     except OSError as err:
         raise ExecutorError(f"--scheduler {scheduler}: cannot connect ({err})") from None
     try:
-        futures = {client.submit(_run, task, pure=False): task for task in tasks}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
+        try:  # run_point records a point's own errors: any raised here is Dask's
+            futures = {client.submit(_run, task, pure=False): task for task in tasks}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except Exception as err:  # KilledWorker, CommClosedError, CancelledError, TimeoutError
+            raise _WorkerLost(f"the Dask cluster lost a point ({_reason(err)})") from err
     finally:
         client.close()
         if cluster is not None:
@@ -97,20 +148,49 @@ def run_experiment(
     executor: str = "local",
     scheduler: str | None = None,
     resume: bool = False,
-    on_point: Callable[[PointResult], None] | None = None,
+    force: bool = False,
+    on_point: Callable[[PointDone], str | None] | None = None,
 ) -> RunOutcome:
     """Run every point of ``plan`` into ``out`` and combine the tables.
 
     Args:
         plan: the validated experiment and its points.
-        out: the results directory (created when the first point is saved).
+        out: the results directory (claimed for this experiment before anything runs).
         workers: processes to use (default: the machine's core count).
         executor: ``local`` (processes on this machine) or ``dask``.
         scheduler: a Dask scheduler address; without one, ``dask`` starts a LocalCluster.
-        resume: skip points already saved with the same config.
-        on_point: called with each point's result as it is saved.
+        resume: continue the same experiment in ``out``: skip points saved with the same config.
+        force: remove the results ``out`` holds (of this or another experiment) first.
+        on_point: called as each point is saved; a line it returns is printed above the
+            progress bar (on stdout).
+
+    Raises:
+        UsageError: ``out`` holds results it may not use (see :func:`experiments.store.claim`).
+        ExecutorError: the executor could not start; nothing ran.
+        RunError: the run failed part way; finished points are saved.
     """
     out = Path(out)
+    if executor == "dask":
+        _check_dask()  # before the directory is touched
+    created = not out.exists()
+    claim(out, plan.experiment.name, plan.raw, resume=resume, force=force)
+    try:
+        return _execute(plan, out, workers, executor, scheduler, resume, on_point)
+    except ExecutorError:
+        if created:  # the executor never started: leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _execute(
+    plan: Plan,
+    out: Path,
+    workers: int | None,
+    executor: str,
+    scheduler: str | None,
+    resume: bool,
+    on_point: Callable[[PointDone], str | None] | None,
+) -> RunOutcome:
     workers = workers or os.cpu_count() or 1
     todo: list[Task] = []
     skipped = 0
@@ -119,22 +199,46 @@ def run_experiment(
             skipped += 1
         else:
             todo.append((index, swept, point))
+    failed = saved = 0
+    total = len(plan.points)
+
+    def broken(what: str) -> RunError:
+        return RunError(f"{what}; {skipped + saved} of {total} points are saved in {out}", skipped + saved)
+
     if todo:
-        points = presolve([point for _, _, point in todo], out)
+        try:
+            points = presolve([point for _, _, point in todo], out)
+        except OSError as err:
+            raise broken(f"cannot save the placements in {out} ({err.strerror or _reason(err)})") from None
         todo = [(index, swept, point) for (index, swept, _), point in zip(todo, points, strict=True)]
     stream = _dask(todo, workers, scheduler) if executor == "dask" else _local(todo, workers)
-    failed = 0
+
+    # one bar on stderr, off when stderr is not a terminal; point lines go above it (bar.write)
     bar = tqdm(
-        total=len(plan.points), initial=skipped, unit="point", desc=plan.experiment.name, file=sys.stderr
+        total=total, initial=skipped, unit="point", desc=plan.experiment.name, file=sys.stderr, disable=None
     )
     try:
-        for (_, _, point), result in stream:
-            save_point(out, result, point)
+        for (index, swept, point), result in stream:
+            try:
+                save_point(out, result, point)
+            except OSError as err:
+                raise broken(f"cannot save point {index} in {out} ({err.strerror or _reason(err)})") from None
+            saved += 1
             failed += result.failed
             bar.update(1)
             if on_point is not None:
-                on_point(result)
+                line = on_point(PointDone(result, swept, skipped + saved, total))
+                if line is not None:
+                    bar.write(line, file=sys.stdout)
+    except _WorkerLost as err:
+        raise broken(str(err)) from None
     finally:
+        stream.close()  # stops the executor now: cancels what has not started
         bar.close()
-    results = combine(out, plan.raw, len(plan.points))
+    try:
+        results = combine(out, plan)
+    except StoreError as err:
+        raise broken(str(err)) from None
+    except OSError as err:
+        raise broken(f"cannot write the combined tables in {out} ({err.strerror or _reason(err)})") from None
     return RunOutcome(results, len(todo), skipped, failed)

@@ -30,7 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.arguments import Parser, UsageError, positive, whole
+from experiments.arguments import Parser, UsageError, fail, help_status, positive, whole
+from experiments.output_dir import check_output_dir
 from experiments.units import UnitError, parse_size
 from pages.files import write_atomic
 
@@ -114,7 +115,7 @@ def _choices(option: str, text: str, allowed: Sequence[str]) -> tuple[str, ...]:
     items = tuple(dict.fromkeys(part.strip() for part in text.split(",")))
     bad = [item for item in items if item not in allowed]
     if not items or bad:
-        raise UsageError(f"{PROG}: {option}: {bad[0] if bad else text!r} is not one of {','.join(allowed)}")
+        raise UsageError(f"{option}: {bad[0] if bad else text!r} is not one of {','.join(allowed)}")
     return items
 
 
@@ -123,7 +124,7 @@ def _tokens(text: str) -> tuple[int, ...]:
     for part in text.split(","):
         part = part.strip()
         if not (part.isascii() and part.isdigit()) or int(part) < 1:
-            raise UsageError(f"{PROG}: --tokens: {part!r} is not a whole number >= 1")
+            raise UsageError(f"--tokens: {part!r} is not a whole number >= 1")
         values.append(int(part))
     return tuple(sorted(set(values)))
 
@@ -136,9 +137,9 @@ def settings(args: argparse.Namespace) -> Settings:
         try:
             max_size = parse_size(args.max_size)
         except UnitError as err:
-            raise UsageError(f"{PROG}: --max-size: {err}") from None
+            raise UsageError(f"--max-size: {err}") from None
         if max_size < 8:
-            raise UsageError(f"{PROG}: --max-size: {args.max_size!r} is below 8 bytes")
+            raise UsageError(f"--max-size: {args.max_size!r} is below 8 bytes")
     return Settings(
         parts=_choices("--only", args.only, PARTS),
         models=_choices("--models", args.models, MODELS),
@@ -164,13 +165,13 @@ def no_cuda_reason() -> str | None:
 
 
 def check_out(out: Path, force: bool) -> None:
-    """Refuse an ``--out`` that is a file, or that holds results unless ``force``."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"{PROG}: --out {out}: is a file, not a directory")
+    """Refuse an ``--out`` that is a file or cannot be written, or that holds results unless ``force``."""
+    check_output_dir(out)  # a file, a file as parent, a read-only place
     held = [name for name in RESULT_FILES if (out / name).exists()]
     if held and not force:
         raise UsageError(
-            f"{PROG}: --out {out}: already holds results ({', '.join(held)}); use --force to overwrite"
+            f"--out {out}: already holds results ({', '.join(held)}); "
+            "use --force to overwrite (or another --out)"
         )
 
 
@@ -202,7 +203,7 @@ def _distributed_env() -> tuple[int, int, int]:
     for name, default in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
         text = os.environ.get(name, default)
         if not (text.isascii() and text.isdigit()):
-            raise UsageError(f"{PROG}: environment variable {name}={text!r} is not a whole number")
+            raise UsageError(f"environment variable {name}={text!r} is not a whole number")
         values.append(int(text))
     return values[0], values[1], values[2]
 
@@ -314,8 +315,7 @@ def _measure(args: argparse.Namespace, plan: Settings, argv: Sequence[str], devi
     if device is None:
         if local >= torch.cuda.device_count():
             raise _RankError(
-                f"{PROG}: rank {rank}: LOCAL_RANK {local} but only "
-                f"{torch.cuda.device_count()} GPUs are visible"
+                f"rank {rank}: LOCAL_RANK {local} but only {torch.cuda.device_count()} GPUs are visible"
             )
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
@@ -327,7 +327,9 @@ def _measure(args: argparse.Namespace, plan: Settings, argv: Sequence[str], devi
         except UsageError as err:
             refusal = err
         except OSError as err:
-            refusal = UsageError(f"{PROG}: --out {args.out}: cannot create it ({err.strerror or err})")
+            refusal = UsageError(
+                f"--out {args.out}: cannot create it ({err.strerror or err}; give a writable path)"
+            )
     distributed = world >= 2
     if distributed:
         try:
@@ -388,13 +390,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         plan = settings(args)
+        if os.environ.get("WORLD_SIZE", "1") in ("0", "1"):  # under torchrun rank 0 checks, in _measure
+            check_out(args.out, args.force)
         reason = no_cuda_reason()
         if reason is not None:
-            raise UsageError(f"{PROG}: no CUDA GPU is visible ({reason}); run it on a GPU machine")
+            raise UsageError(f"no CUDA GPU is visible ({reason}); run it on a GPU machine")
         return _measure(args, plan, argv)
+    except SystemExit as done:  # --help
+        return help_status(done)
     except UsageError as err:
         if talk or isinstance(err, _RankError):
-            print(f"moesim: error: {' '.join(str(err).split())}", file=sys.stderr)
+            fail(err)
         return 2
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from experiments.arguments import Parser, UsageError, non_negative, whole
+from experiments.arguments import Parser, UsageError, fail, help_status, non_negative, whole
 from experiments.config import ConfigError, IlpConfig, load_experiment, placement_method
+from experiments.output_dir import check_output_file
 from experiments.placing import fit_and_run_traces, make_placement, placement_document
 from experiments.units import UnitError, parse_time
 from pages.files import write_atomic
@@ -72,19 +72,19 @@ def _scores(label: str, placement: Placement, trace: RoutingTrace, spec: LeafSpi
 
 def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    check_output_file(args.out)
     if placement_method(args.method) is None:
         raise UsageError(
-            f"moesim place: --method {args.method!r} is not a method "
-            "(round_robin, random, greedy, eplb, eplb:N, ilp)"
+            f"--method {args.method!r} is not a method (use round_robin, random, greedy, eplb, eplb:N or ilp)"
         )
     if args.fit is not None and not 0 < args.fit < 1:
-        raise UsageError(f"moesim place: --fit must be between 0 and 1 (exclusive), got {args.fit}")
+        raise UsageError(f"--fit must be between 0 and 1 (exclusive), got {args.fit} (e.g. --fit 0.5)")
     try:
         limit = parse_time(args.time_limit)
     except UnitError as err:
-        raise UsageError(f"moesim place: --time-limit: {err}") from None
+        raise UsageError(f"--time-limit: {err}") from None
     if not limit > 0:
-        raise UsageError(f"moesim place: --time-limit must be > 0, got {args.time_limit}")
+        raise UsageError(f"--time-limit must be > 0, got {args.time_limit} (e.g. --time-limit 60s)")
     spec = load_experiment(args.topology).experiment.topology.spec()
     trace = load_trace(args.trace)
     if trace.gpus > spec.gpus:
@@ -94,7 +94,7 @@ def _run(argv: Sequence[str] | None) -> int:
     try:
         fit, held_out = fit_and_run_traces(trace, args.fit)
     except ValueError as err:
-        raise UsageError(f"moesim place: --fit: {err}") from None
+        raise UsageError(f"--fit: {err}") from None
     settings = IlpConfig(lam=args.lam, time_limit=limit, solver=args.solver, decompose=args.decompose)
     placement, info = make_placement(
         args.method, fit, spec, seed=args.seed, ilp=settings, token_home=args.token_home
@@ -122,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``moesim place ...``; returns the exit status (2 with one line on stderr for bad input)."""
     try:
         return _run(argv)
+    except SystemExit as done:  # --help
+        return help_status(done)
     except (ConfigError, TraceError, PlacementError, UsageError) as err:
-        print(f"moesim: error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)

@@ -14,18 +14,20 @@ reuses it. So the points of one run agree, and a rerun of the saved results is r
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from experiments.config import Experiment, IlpConfig, placement_method
+from experiments.config import Experiment, IlpConfig, SynthConfig, placement_method
 from placement.ilp import ilp_placement
 from placement.layout import Placement, load_placement, round_robin
 from placement.methods import place
 from placement.stats import evaluate, gpu_cost, placement_stats
 from topologies.leaf_spine import LeafSpine
-from workloads.routing_trace import RoutingTrace, split_by_batch
+from workloads.routing_trace import RoutingTrace, load_trace, split_by_batch
+from workloads.synthetic_trace import synth_trace
 
 
 def fit_and_run_traces(trace: RoutingTrace, fit: float | None) -> tuple[RoutingTrace, RoutingTrace]:
@@ -114,7 +116,6 @@ def ilp_placement_key(point: Experiment) -> str:
 def presolve(points: list[Experiment], out: Path) -> list[Experiment]:
     """Solve each distinct ILP placement of ``points`` once into ``out/placements/`` (kept if already
     there) and return the points with ``placement_file`` set for those that use one."""
-    from experiments.runner import point_traces  # runner and store import this module's users
     from pages.files import write_atomic
 
     solved: list[Experiment] = []
@@ -145,3 +146,49 @@ def saved_placement(point: Experiment, trace: RoutingTrace) -> Placement | None:
     if point._placement_file is None:
         return None
     return load_placement(point._placement_file, trace.num_experts, trace.layers, trace.gpus)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_trace(path: str, mtime_ns: int) -> RoutingTrace:
+    return load_trace(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _synth_trace(
+    config: SynthConfig, gpus: int, hidden: int, bytes_per_element: float, seed: int
+) -> RoutingTrace:
+    return synth_trace(
+        experts=config.experts,
+        top_k=config.top_k,
+        layers=config.layers,
+        tokens_per_gpu=config.tokens_per_gpu,
+        gpus=gpus,
+        imbalance=config.imbalance,
+        zipf=config.zipf,
+        affinity=config.affinity,
+        drift=config.drift,
+        batches=config.batches,
+        hidden=hidden,
+        bytes_per_element=int(bytes_per_element),
+        seed=seed,
+    )
+
+
+def point_trace(point: Experiment) -> RoutingTrace:
+    """The routing trace of a MoE point: read from its file, or generated (cached per process)."""
+    work = point.workload
+    if work.trace is not None:
+        return _load_trace(str(work.trace), work.trace.stat().st_mtime_ns)
+    synth = work.synth
+    seed = point.seed if synth.seed is None else synth.seed
+    return _synth_trace(synth, point.topology.spec().gpus, work.hidden, work.bytes_per_element, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _split(trace: RoutingTrace, fit: float | None) -> tuple[RoutingTrace, RoutingTrace]:
+    return fit_and_run_traces(trace, fit)
+
+
+def point_traces(point: Experiment) -> tuple[RoutingTrace, RoutingTrace]:
+    """``(fit, simulated)`` traces of a MoE point: split by ``placement_fit``, or the whole trace twice."""
+    return _split(point_trace(point), point.placement_fit)

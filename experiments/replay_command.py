@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from experiments.arguments import Parser, UsageError, whole
+from experiments.arguments import Parser, UsageError, fail, help_status, whole
 from simulator.transport import parse_transport
 from topologies.leaf_spine import TopologyError, validate
 from workloads.kineto import KinetoError, KinetoTrace, load_kineto
@@ -261,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _run(argv)
+    except SystemExit as done:  # --help
+        return help_status(done)
     except (ConfigError, KinetoError, ReplayError, UsageError) as err:
-        print(f"moesim: error: {err}", file=sys.stderr)
-        return 2
+        return fail(err)

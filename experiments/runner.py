@@ -7,19 +7,21 @@ point does not stop a sweep.
 from __future__ import annotations
 
 import functools
+import json
 import time
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from experiments.config import ConfigError, Experiment, SynthConfig, placement_method
-from experiments.placing import fit_and_run_traces, make_placement, saved_placement
-from placement.ilp import highs_available
+from experiments.config import ConfigError, Experiment, placement_method
+from experiments.placing import make_placement, point_trace, point_traces, saved_placement
+from placement.ilp import highs_available, placement_objective
 from placement.layout import Placement, PlacementError, load_placement, round_robin
-from placement.stats import evaluate, placement_stats
+from placement.stats import evaluate, gpu_cost, placement_stats
 from simulator.engine import SimResult, simulate
 from simulator.transport import parse_transport
 from topologies.compiled import compile_fabric
@@ -29,8 +31,7 @@ from workloads.kineto import KinetoError, KinetoTrace, load_kineto
 from workloads.moe import moe_metrics, moe_programs
 from workloads.replay import replay_programs
 from workloads.replay_comm import CommModel, ReplayError, check_comm
-from workloads.routing_trace import RoutingTrace, TraceError, load_trace
-from workloads.synthetic_trace import synth_trace
+from workloads.routing_trace import RoutingTrace, TraceError
 
 METRICS = (
     "completion_time_s",
@@ -53,52 +54,6 @@ class PointResult:
     @property
     def failed(self) -> bool:
         return self.row.get("error") is not None
-
-
-@functools.lru_cache(maxsize=8)
-def _load_trace(path: str, mtime_ns: int) -> RoutingTrace:
-    return load_trace(path)
-
-
-@functools.lru_cache(maxsize=8)
-def _synth_trace(
-    config: SynthConfig, gpus: int, hidden: int, bytes_per_element: float, seed: int
-) -> RoutingTrace:
-    return synth_trace(
-        experts=config.experts,
-        top_k=config.top_k,
-        layers=config.layers,
-        tokens_per_gpu=config.tokens_per_gpu,
-        gpus=gpus,
-        imbalance=config.imbalance,
-        zipf=config.zipf,
-        affinity=config.affinity,
-        drift=config.drift,
-        batches=config.batches,
-        hidden=hidden,
-        bytes_per_element=int(bytes_per_element),
-        seed=seed,
-    )
-
-
-def point_trace(point: Experiment) -> RoutingTrace:
-    """The routing trace of a MoE point: read from its file, or generated (cached per process)."""
-    work = point.workload
-    if work.trace is not None:
-        return _load_trace(str(work.trace), work.trace.stat().st_mtime_ns)
-    synth = work.synth
-    seed = point.seed if synth.seed is None else synth.seed
-    return _synth_trace(synth, point.topology.spec().gpus, work.hidden, work.bytes_per_element, seed)
-
-
-@functools.lru_cache(maxsize=8)
-def _split(trace: RoutingTrace, fit: float | None) -> tuple[RoutingTrace, RoutingTrace]:
-    return fit_and_run_traces(trace, fit)
-
-
-def point_traces(point: Experiment) -> tuple[RoutingTrace, RoutingTrace]:
-    """``(fit, simulated)`` traces of a MoE point: split by ``placement_fit``, or the whole trace twice."""
-    return _split(point_trace(point), point.placement_fit)
 
 
 def point_placement(point: Experiment, fit: RoutingTrace) -> Placement:
@@ -248,20 +203,48 @@ def point_programs(point: Experiment, placement: Placement | None = None) -> dic
 
 def moe_point_metrics(
     point: Experiment, placement: Placement, ops: pd.DataFrame, links: pd.DataFrame
-) -> dict[str, Any]:
-    """A MoE point's layer, all-to-all and expert times (:func:`workloads.moe.moe_metrics`), plus
-    ``placement``'s token-load balance on the simulated tokens: ``load_ratio`` (mean over layers of
-    the busiest GPU's tokens over the mean) and ``fit_tokens``/``run_tokens``."""
+) -> tuple[dict[str, Any], pd.DataFrame]:
+    """A MoE point's metrics and its per-GPU token load.
+
+    Metrics: the layer, all-to-all and expert times (:func:`workloads.moe.moe_metrics`);
+    ``placement``'s token-load balance on the simulated tokens (``load_ratio``: mean over layers
+    of the busiest GPU's tokens over the mean) and ``fit_tokens``/``run_tokens``; the ILP's
+    objective of the placement on the fit trace (``placement_objective``, tokens per GPU: what
+    every method is judged by), and for an ILP placement the solver's ``ilp_bound`` (a lower
+    bound on that objective) and ``ilp_gap``. The table has one row per simulated layer and GPU:
+    ``layer``, ``gpu``, ``tokens`` (token copies its experts process).
+    """
     fit, trace = point_traces(point)
     layers = trace.layers if point.workload.layers is None else min(point.workload.layers, trace.layers)
-    scored = evaluate(placement, placement_stats(trace), point.topology.spec())
+    spec = point.topology.spec()
+    scored = evaluate(placement, placement_stats(trace), spec)
     ratios = np.asarray(scored["load_ratio"][:layers], dtype=np.float64)
-    return {
+    home = "home" if point.workload.token_home == "top_expert" else "slot"
+    objective = placement_objective(
+        placement, placement_stats(fit, home), gpu_cost(spec, fit.gpus), point.ilp.lam
+    )
+    metrics: dict[str, Any] = {
         **moe_metrics(ops, links),
         "load_ratio": float(np.nanmean(ratios)) if np.isfinite(ratios).any() else float("nan"),
         "fit_tokens": fit.tokens,
         "run_tokens": trace.tokens,
+        "placement_objective": objective,
+        "ilp_bound": float("nan"),
+        "ilp_gap": float("nan"),
     }
+    if point._placement_file is not None:
+        report = json.loads(Path(point._placement_file).read_text()).get("ilp", {})
+        metrics["ilp_bound"] = float(report.get("best_bound", float("nan")))
+        metrics["ilp_gap"] = float(report.get("gap", float("nan")))
+    load = np.asarray(scored["gpu_load"][:layers], dtype=np.float64)
+    table = pd.DataFrame(
+        {
+            "layer": np.repeat(np.arange(load.shape[0], dtype=np.int64), load.shape[1]),
+            "gpu": np.tile(np.arange(load.shape[1], dtype=np.int64), load.shape[0]),
+            "tokens": load.ravel(),
+        }
+    )
+    return metrics, table
 
 
 def collective_choice(programs: dict) -> dict[str, Any]:
@@ -325,9 +308,10 @@ def run_point(index: int, swept: dict[str, Any], point: Experiment) -> PointResu
     if point.workload.kind == "collective":
         row.update(collective_choice(programs))
     links = result.links()
-    if point.workload.kind == "moe":
-        row.update(moe_point_metrics(point, placement, result.ops, links))
     tables = {"links": links, "ops": result.ops}
+    if point.workload.kind == "moe":
+        metrics, tables["gpu_load"] = moe_point_metrics(point, placement, result.ops, links)
+        row.update(metrics)
     if point.record.flows:
         tables["flows"] = result.flows()
     if point.record.timeline:

@@ -7,7 +7,6 @@ module only parses arguments, calls them, writes the trace and prints its statis
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments.arguments import Parser, UsageError, non_negative, positive, whole
+from experiments.arguments import Parser, UsageError, fail, help_status, non_negative, positive, whole
+from experiments.output_dir import check_output_file
 from workloads.collect import (
     DTYPES,
     CollectError,
@@ -53,12 +53,18 @@ def _synth_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_out(out: Path) -> None:
+    """The trace file ``--out`` can be written: its directory exists and takes files."""
+    check_output_file(out)  # a directory, a file as parent, a read-only place
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: directory {out.parent} does not exist (create it first)")
+
+
 def synth_main(argv: Sequence[str] | None = None) -> int:
     """``moesim trace synth``: write a synthetic trace and print its statistics; returns the exit status."""
     try:
         args = _synth_parser().parse_args(argv)
-        if not args.out.parent.is_dir():
-            raise UsageError(f"--out: directory {args.out.parent} does not exist")
+        _check_out(args.out)
         start = time.perf_counter()
         trace = synth_trace(
             experts=args.experts,
@@ -78,9 +84,10 @@ def synth_main(argv: Sequence[str] | None = None) -> int:
         )
         elapsed = time.perf_counter() - start
         save_trace(trace, args.out)
+    except SystemExit as done:  # --help
+        return help_status(done)
     except (ValueError, OSError) as err:
-        print(f"moesim: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return fail(err)
     print(f"wrote {args.out} ({trace.tokens} tokens, generated in {elapsed:.2f} s)")
     print(format_summary(summary(trace)))
     return 0
@@ -179,13 +186,12 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
     """``moesim trace collect``: record a model's routing, write the trace, print its statistics."""
     try:
         args = _collect_parser().parse_args(argv)
+        _check_out(args.out)
         try:
             torch, transformers = import_backend()
         except MissingDependencyError as err:
             raise UsageError(str(err)) from None
         data = _read_text(args.text, args.token_ids)
-        if not args.out.parent.is_dir():
-            raise UsageError(f"--out: directory {args.out.parent} does not exist")
         if args.device is None:
             args.device = "cuda" if torch.cuda.is_available() else "cpu"
         elif args.device == "cuda" and not torch.cuda.is_available():
@@ -206,9 +212,10 @@ def collect_main(argv: Sequence[str] | None = None) -> int:
         )
         elapsed = time.perf_counter() - start
         save_trace(trace, args.out)
+    except SystemExit as done:  # --help
+        return help_status(done)
     except (ValueError, OSError, RuntimeError) as err:
-        print(f"moesim: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return fail(err)
     print(
         f"wrote {args.out} ({trace.tokens} tokens, {trace.layers} MoE layers, collected in {elapsed:.2f} s)"
     )

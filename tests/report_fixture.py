@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from experiments.results_schema import ResultsSchema, describe_columns, write_results
+
 MIB = 1 << 20
 LEAVES, SPINES, HOSTS_PER_LEAF, GPUS_PER_HOST = 2, 2, 2, 2
 GPUS = LEAVES * HOSTS_PER_LEAF * GPUS_PER_HOST
@@ -25,6 +27,8 @@ UPLINK_BPS = 50e9
 NVLINK_BPS = 450e9
 TIMELINE_LINKS = 16
 TIMELINE_BINS = 48
+UNITS = {"workload.size": "B", "topology.uplink_bandwidth": "B/s", "topology.link_latency": "s"}
+"""Base units of the swept paths the tests use (what the experiment's field types say)."""
 FAILED_ERROR = "DeadlockError: ranks [3, 5] never finished their programs"
 
 DEFAULT_SWEEP: dict[str, list[Any]] = {
@@ -292,7 +296,13 @@ def make_results_dir(
     metrics += ["messages", "flows", "events", "solves", "error"]
     params = [c for c in results.columns if c not in {"point", "seed", "transport", *metrics}]
     results = results[["point", "seed", *params, "transport", *metrics]]
-    results.to_parquet(path / "results.parquet", index=False)
+    swept = [*params, "transport"] + (["seed"] if results["seed"].nunique() > 1 else [])
+    units = {name: UNITS[name] for name in params if name in UNITS}
+    baseline = {"transport": results["transport"].iloc[0]}
+    schema = ResultsSchema(
+        describe_columns(results.columns, swept, units), [[name] for name in swept], baseline, "fixture"
+    )
+    write_results(results, path / "results.parquet", schema)
 
     def write(name: str, frames: list[pd.DataFrame], columns: list[str]) -> None:
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from plotly.offline import get_plotlyjs
 
 import calibration.report as report
 from calibration.fit import Calibration, TierFit, calibrate, simulated_times
@@ -24,11 +23,12 @@ from calibration.report import (
     time_figure,
     write_calibration_report,
 )
+from pages.html import plotly_js
 from topologies.leaf_spine import LeafSpine
 
 MIB = 2**20
 GIB = 2**30
-PLOTLY_MARKER = "* plotly.js v"  # the bundle's licence header
+PLOTLY_MARKER = "* plotly.js (cartesian - minified) v"  # the bundle's licence header
 
 SPEC = LeafSpine(
     leaves=2,
@@ -204,7 +204,7 @@ def test_page_is_self_contained_with_every_figure(cal: Calibration, tmp_path: Pa
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
     assert not re.search(r"<script[^>]*\bsrc\s*=", text)  # no <script src=http...>: plotly.js is inline
     assert "<script src=http" not in text and not re.search(r"<link[^>]*\bhref\s*=\s*[\"']https?:", text)
-    assert text.count(PLOTLY_MARKER) == 1 and text.count(get_plotlyjs()[:2000]) == 1
+    assert text.count(PLOTLY_MARKER) == 1 and text.count(plotly_js()[:2000]) == 1
     for key, title in TITLES.items():
         assert f'id="{DIV_IDS[key]}"' in text, key
         assert f">{title}</h2>" in text

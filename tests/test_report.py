@@ -10,27 +10,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from plotly.offline import get_plotlyjs
 
-from experiments.report import (
-    CDF_POINTS,
-    DIV_IDS,
-    MAX_POINTS,
-    TITLES,
-    ReportError,
-    cdf_points,
-    choose_points,
-    completion_figure,
-    format_value,
-    load_results,
-    main,
-    write_report,
-)
+from experiments.report import DIV_IDS, ReportError, load_results, main, write_combined_report, write_report
+from experiments.report_data import MAX_POINTS, TITLES, choose_points
+from experiments.report_headline import compare, headline_section
+from experiments.report_points import CDF_POINTS, cdf_points
+from pages.html import PLOTLY_BUNDLE_VERSION, PLOTLY_FILE, format_unit, plotly_js
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report_fixture import FAILED_ERROR, MIB, make_results_dir  # noqa: E402
 
-PLOTLY_MARKER = "* plotly.js v"  # the bundle's licence header
+PLOTLY_MARKER = "* plotly.js (cartesian - minified) v"  # the bundle's licence header
+MOE_KEYS = {"moe_phases", "moe_tokens", "moe_cross_host"}
+PAGE_KEYS = [k for k in TITLES if k not in MOE_KEYS]
 
 
 @pytest.fixture(scope="module")
@@ -50,34 +42,54 @@ def test_writes_report_html_atomically(report: tuple[Path, str]) -> None:
     assert again == path and again.read_text(encoding="utf-8") == text  # and is deterministic
 
 
-def test_plotly_js_inline_exactly_once(report: tuple[Path, str]) -> None:
-    _, text = report
-    assert PLOTLY_MARKER in get_plotlyjs()
-    assert text.count(PLOTLY_MARKER) == 1
-    assert text.count(get_plotlyjs()[:2000]) == 1
+def test_plotly_js_beside_the_page(report: tuple[Path, str]) -> None:
+    path, text = report
+    assert text.count(f"src='{PLOTLY_FILE}'") == 1 and PLOTLY_MARKER not in text
+    beside = (path.parent / PLOTLY_FILE).read_text(encoding="utf-8")
+    assert beside == plotly_js() and f"{PLOTLY_MARKER}{PLOTLY_BUNDLE_VERSION}" in beside
+    assert len(text.encode()) < 400_000
+
+
+def test_vendored_plotly_matches_plotly_py() -> None:
+    from plotly.offline import get_plotlyjs_version
+
+    assert PLOTLY_BUNDLE_VERSION == get_plotlyjs_version()
+
+
+def test_self_contained_inlines_plotly_once(tmp_path: Path) -> None:
+    out = make_results_dir(tmp_path / "r")
+    text = write_report(out, self_contained=True).read_text(encoding="utf-8")
+    assert text.count(PLOTLY_MARKER) == 1 and text.count(plotly_js()[:2000]) == 1
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text)
+    assert not (out / PLOTLY_FILE).exists()
 
 
 def test_offline_no_external_scripts(report: tuple[Path, str]) -> None:
     _, text = report
     assert '<script src="http' not in text and "<script src='http" not in text
-    assert not re.search(r"<script[^>]*\bsrc\s*=", text)
+    assert re.findall(r"<script[^>]*\bsrc\s*=\s*'([^']*)'", text) == [PLOTLY_FILE]
     assert not re.search(r"<link[^>]*\bhref\s*=\s*[\"']https?:", text)
 
 
 def test_every_figure_title_and_div(report: tuple[Path, str]) -> None:
     _, text = report
     assert "fixture-spray-vs-ecmp" in text
-    for key, title in TITLES.items():
-        assert f">{title}</h2>" in text, title
+    for key in PAGE_KEYS:
+        if key == "explorer":
+            assert "id='explorer-section'" in text and "id='explorer-plot'" in text
+            continue
+        assert f">{TITLES[key]}</h2>" in text, key
         assert f'id="{DIV_IDS[key]}"' in text, key
-    assert text.count("Plotly.newPlot") == len(TITLES)
+    for key in MOE_KEYS:  # not a MoE run
+        assert f'id="{DIV_IDS[key]}"' not in text
+    assert text.count("Plotly.newPlot") == len(PAGE_KEYS) - 1  # the explorer draws with Plotly.react
 
 
 def test_units_on_axes(report: tuple[Path, str]) -> None:
     _, text = report
     for label in (
-        "completion time (ms)",
-        "message size (MiB)",
+        "completion time ÷ ecmp",
+        "message size",
         "link utilization (%)",
         "flow completion time (",
         "time (µs)",
@@ -98,32 +110,38 @@ def test_failed_point_listed_and_left_out(report: tuple[Path, str]) -> None:
 
 def test_summary_rows_match_configurations(report: tuple[Path, str]) -> None:
     _, text = report
-    rows = re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", text)
+    summary = text.split("id='summary'")[1]
+    rows = re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", summary)
     assert ("1 MiB", "ecmp", "2") in rows
     assert ("16 MiB", "spray", "1") in rows  # the failed seed is not counted
 
 
-def test_completion_figure_mean_and_spread(report: tuple[Path, str]) -> None:
-    path, _ = report
+def test_headline_ratio_per_size_and_seed(report: tuple[Path, str]) -> None:
+    path, text = report
     res = load_results(path.parent)
-    fig = completion_figure(res).figure
-    ecmp = next(t for t in fig.data if t.name == "ecmp")
-    ok = res.ok[res.ok["transport"] == "ecmp"].groupby("workload.size")["completion_time_s"]
-    np.testing.assert_allclose(ecmp.y, ok.mean().to_numpy() * 1e3)
-    np.testing.assert_allclose(np.asarray(ecmp.error_y.array), (ok.max() - ok.mean()).to_numpy() * 1e3)
-    np.testing.assert_allclose(ecmp.x, [1.0, 16.0])
-    assert fig.layout.xaxis.type == "log"
-    assert fig.layout.xaxis.title.text == "message size (MiB)"
-    assert fig.layout.yaxis.title.text == "completion time (ms)"
+    table = compare(res)
+    assert list(table["workload.size"]) == [MIB, 16 * MIB] and set(table["transport"]) == {"spray"}
+    ok = res.ok.set_index(["workload.size", "seed", "transport"])["completion_time_s"]
+    at_1 = [ok[(MIB, seed, "spray")] / ok[(MIB, seed, "ecmp")] for seed in (0, 1)]
+    row = table.iloc[0]
+    assert row["completion_time_s/ratio"] == pytest.approx(np.mean(at_1), rel=1e-12)
+    assert row["completion_time_s/ratio_min"] == pytest.approx(min(at_1), rel=1e-12)
+    assert row["seeds"] == 2 and table.iloc[1]["seeds"] == 1  # the failed point is left out
+    section, above = headline_section(res)
+    fig = section.figure
+    assert [t.name for t in fig.data] == ["spray"]
+    np.testing.assert_allclose(fig.data[0].y, table["completion_time_s/ratio"])
+    assert list(fig.data[0].x) == ["1 MiB", "16 MiB"]
+    assert "spray</b>:" in above and "× ecmp" in above
 
 
-def test_only_transport_swept_gives_bars(tmp_path: Path) -> None:
+def test_only_transport_swept(tmp_path: Path) -> None:
     points = [{"transport": t, "seed": s} for t in ("ecmp", "spray", "split:4") for s in (0, 1)]
     out = make_results_dir(tmp_path, points, failed=None)
     res = load_results(out)
     assert res.params == []
-    fig = completion_figure(res).figure
-    assert [t.type for t in fig.data] == ["bar"] * 3
+    fig = headline_section(res)[0].figure
+    assert [t.name for t in fig.data] == ["spray", "split:4"] and list(fig.data[0].x) == ["spray"]
     text = write_report(out).read_text(encoding="utf-8")
     assert "Failed points" not in text
     assert "updatemenus" in text  # per-point figures still offer the 6 points
@@ -135,10 +153,10 @@ def test_missing_flows_and_timeline(tmp_path: Path) -> None:
     assert "per-flow recording was turned off" in text
     assert "No link timeline (timeline.parquet)" in text
     assert f'id="{DIV_IDS["fct"]}"' not in text and f'id="{DIV_IDS["heatmap"]}"' not in text
-    for key in ("completion", "link_load", "busiest", "gantt"):
+    for key in ("headline", "link_load", "busiest", "gantt"):
         assert f'id="{DIV_IDS[key]}"' in text, key
-    for title in TITLES.values():
-        assert f">{title}</h2>" in text
+    for key in PAGE_KEYS:
+        assert f">{TITLES[key]}</h2>" in text
 
 
 def test_empty_detail_tables_and_no_error_column(tmp_path: Path) -> None:
@@ -149,15 +167,15 @@ def test_empty_detail_tables_and_no_error_column(tmp_path: Path) -> None:
         table = pd.read_parquet(out / f"{name}.parquet")
         table.iloc[:0].to_parquet(out / f"{name}.parquet", index=False)
     text = write_report(out).read_text(encoding="utf-8")
-    assert f'id="{DIV_IDS["completion"]}"' in text
-    assert text.count("class='skipped'") == 5
+    assert f'id="{DIV_IDS["headline"]}"' in text
+    assert text.count("<p class='skipped'>") == 5
 
 
 def test_all_points_failed(tmp_path: Path) -> None:
     out = make_results_dir(tmp_path, [{"transport": "ecmp"}], failed=0)
     text = write_report(out).read_text(encoding="utf-8")
     assert FAILED_ERROR in text and "No point succeeded." in text
-    assert "Plotly.newPlot" not in text
+    assert "Plotly.newPlot" not in text and "error rows excluded" not in text
 
 
 def test_empty_directory_raises(tmp_path: Path) -> None:
@@ -203,14 +221,10 @@ def test_two_swept_parameters(tmp_path: Path) -> None:
     out = make_results_dir(tmp_path, points, flows_per_point=40, failed=None)
     res = load_results(out)
     assert res.params == ["workload.size", "topology.uplink_bandwidth"]
-    fig = completion_figure(res).figure
-    assert fig.layout.xaxis.title.text == "message size (MiB)" and fig.layout.xaxis.type == "log"
-    assert fig.layout.xaxis2.title.text == "uplink bandwidth (Gbit/s)"
-    assert list(fig.layout.xaxis2.tickvals) == [200.0, 400.0]
-    titles = [a.text for a in fig.layout.annotations]
-    assert any("at uplink bandwidth = 200 Gbit/s" in t for t in titles)  # the lower middle of (200, 400)
-    assert any("at message size = 8 MiB" in t for t in titles)
-    assert len(fig.data) == 4 and sum(t.showlegend is not False for t in fig.data) == 2
+    table = compare(res)
+    assert len(table) == 6  # every size x bandwidth group, never averaged together
+    fig = headline_section(res)[0].figure
+    assert "1 MiB · 200 Gbit/s" in list(fig.data[0].x)
     text = write_report(out).read_text(encoding="utf-8")
     assert "message size = 64 MiB, uplink bandwidth = 200 Gbit" in text  # a configuration option
 
@@ -219,9 +233,19 @@ def test_size_with_200k_flows(tmp_path: Path) -> None:
     out = make_results_dir(tmp_path, flows_per_point=200_000 // 7 + 1)
     assert len(pd.read_parquet(out / "flows.parquet", columns=["point"])) >= 200_000
     size = write_report(out).stat().st_size
-    data = size - len(get_plotlyjs().encode())
-    assert data < 1_000_000, f"{data} bytes besides plotly.js"
-    assert size < 6_500_000
+    assert size < 1_000_000, f"{size} bytes"
+
+
+def test_several_runs_on_one_page(tmp_path: Path) -> None:
+    a = make_results_dir(tmp_path / "a")
+    b = make_results_dir(tmp_path / "b", [{"transport": t} for t in ("ecmp", "spray")], failed=None)
+    page = write_combined_report([a, b], tmp_path / "both" / "page.html")
+    text = page.read_text(encoding="utf-8")
+    assert (tmp_path / "both" / PLOTLY_FILE).is_file()
+    assert text.count("id='explorer-section'") == 1 and text.count("Headline</h2>") == 2
+    assert str(a) in text and str(b) in text
+    with pytest.raises(ReportError, match="give an .html file"):
+        write_combined_report([a, b], tmp_path / "both")
 
 
 def test_cdf_points_downsamples() -> None:
@@ -237,20 +261,21 @@ def test_cdf_points_downsamples() -> None:
 
 
 @pytest.mark.parametrize(
-    ("param", "value", "text"),
+    ("unit", "value", "text"),
     [
-        ("workload.size", 16 * MIB, "16 MiB"),
-        ("workload.size", 4096, "4 KiB"),
-        ("topology.uplink_bandwidth", 50e9, "400 Gbit/s"),
-        ("topology.link_latency", 5e-7, "500 ns"),
-        ("transport", "split:4", "split:4"),
+        ("B", 16 * MIB, "16 MiB"),
+        ("B", 4096, "4 KiB"),
+        ("B/s", 50e9, "400 Gbit/s"),
+        ("s", 5e-7, "500 ns"),
+        ("", "split:4", "split:4"),
+        ("", 4096, "4096"),
     ],
 )
-def test_format_value(param: str, value: object, text: str) -> None:
-    assert format_value(param, value) == text
+def test_format_unit(unit: str, value: object, text: str) -> None:
+    assert format_unit(unit, value) == text
 
 
-def test_string_and_bool_parameters_are_categories(tmp_path: Path) -> None:
+def test_string_and_bool_parameters_are_groups(tmp_path: Path) -> None:
     points = [
         {"transport": t, "workload.op": op, "topology.rail_optimized": rail}
         for t in ("ecmp", "spray")
@@ -258,7 +283,12 @@ def test_string_and_bool_parameters_are_categories(tmp_path: Path) -> None:
         for rail in (False, True)
     ]
     out = make_results_dir(tmp_path, points, flows_per_point=30, failed=None)
-    fig = completion_figure(load_results(out)).figure
-    assert fig.layout.xaxis.type == "category" and fig.layout.xaxis2.type == "category"
-    assert {tuple(t.x) for t in fig.data} == {("all_gather", "all_to_all"), ("False", "True")}
+    fig = headline_section(load_results(out))[0].figure
+    assert fig.layout.xaxis.type == "category"
+    assert list(fig.data[0].x) == [
+        "all_gather · False",
+        "all_gather · True",
+        "all_to_all · False",
+        "all_to_all · True",
+    ]
     write_report(out)

@@ -7,21 +7,28 @@ Needs Chromium, its driver and selenium (Debian: ``apt-get install chromium chro
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
+from experiments.cli import main
 from experiments.report import DIV_IDS, write_report
+from experiments.results_schema import read_results
 
 sys.path.insert(0, str(Path(__file__).parent))
+from browser import BrowserMissing, headless_chromium  # noqa: E402
 from report_fixture import make_results_dir  # noqa: E402
+
+PAGE_KEYS = [k for k in DIV_IDS if k not in ("explorer", "moe_phases", "moe_tokens", "moe_cross_host")]
+"""The figures of a (non-MoE) report drawn with Plotly.newPlot."""
+MOE_KEYS = ["headline", "moe_phases", "moe_tokens", "moe_cross_host", "gantt"]
 
 REQUIRED = os.environ.get("MOESIM_REQUIRE_BROWSER") == "1"
 """Set by .ci/run: there a missing browser is a failure, not a skip."""
@@ -34,61 +41,21 @@ def _missing(reason: str) -> None:
 
 
 try:
-    from selenium import webdriver
+    import selenium  # noqa: F401  (the imports below need it)
 except ImportError:
     _missing("selenium is not installed (pip install selenium)")
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1300,1100",
-)
-
-
-def _find(*names: str) -> str | None:
-    """The first of ``names`` on PATH or an absolute path that exists."""
-    for name in names:
-        found = shutil.which(name) or (name if Path(name).is_file() else None)
-        if found:
-            return found
-    return None
 
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[Any]:
     """A headless Chromium with browser-console logging, or a skip saying what is missing."""
-    browser = _find("chromium", "chromium-browser", "/usr/bin/chromium")
-    chromedriver = _find("chromedriver", "/usr/bin/chromedriver")
-    if browser is None:
-        _missing("chromium is not installed (apt-get install chromium)")
-    if chromedriver is None:
-        _missing("chromedriver is not installed (apt-get install chromium-driver)")
-    profile = tempfile.mkdtemp(prefix="moesim-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     try:
-        drv = webdriver.Chrome(service=Service(chromedriver), options=options)
-    except WebDriverException as err:
-        shutil.rmtree(profile, ignore_errors=True)
-        _missing(f"cannot start headless chromium: {err.msg.splitlines()[0] if err.msg else err}")
-    try:
-        yield drv
-    finally:
-        drv.quit()
-        shutil.rmtree(profile, ignore_errors=True)
+        with headless_chromium() as drv:
+            yield drv
+    except BrowserMissing as err:
+        _missing(str(err))
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +65,7 @@ def page(driver: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     report = write_report(out)
     driver.get_log("browser")  # start from an empty console
     driver.get(report.as_uri())
-    ids = list(DIV_IDS.values())
+    ids = [DIV_IDS[key] for key in PAGE_KEYS]
     WebDriverWait(driver, 30).until(
         lambda d: d.execute_script(
             "return arguments[0].every(id => { const gd = document.getElementById(id);"
@@ -131,7 +98,8 @@ def _heatmap_state(driver: Any) -> dict[str, Any]:
 
 
 def test_every_figure_rendered(page: Any) -> None:
-    for key, div_id in DIV_IDS.items():
+    for key in PAGE_KEYS:
+        div_id = DIV_IDS[key]
         div = page.find_element(By.ID, div_id)
         assert div.find_elements(By.CSS_SELECTOR, ".plot-container"), key
         assert div.find_elements(By.CSS_SELECTOR, "svg.main-svg"), key
@@ -186,3 +154,146 @@ def test_screenshot(page: Any, tmp_path: Path) -> None:
     assert page.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
     page.set_window_size(1300, 1100)
+
+
+# ------------------------------------------------------------------- the explorer on real runs' pages
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "leaves": 2,
+    "spines": 2,
+    "hosts_per_leaf": 1,
+    "gpus_per_host": 4,
+    "nic_bandwidth": "400Gbps",
+    "uplink_bandwidth": "400Gbps",
+}
+RUNS = {
+    "quickstart": None,  # experiments/examples/quickstart.yaml as shipped
+    "moe": {
+        "name": "moe",
+        "topology": TINY,
+        "workload": {
+            "kind": "moe",
+            "hidden": 512,
+            "synth": {"experts": 16, "top_k": 2, "layers": 2, "tokens_per_gpu": 64, "imbalance": 1.0},
+        },
+        "sweep": {"placement": ["round_robin", "greedy"], "transport": ["ecmp", "spray"]},
+    },
+    "zip": {
+        "name": "zip",
+        "topology": TINY,
+        "workload": {"kind": "collective", "op": "all_reduce", "size": "1MiB"},
+        "record": {"flows": False},
+        "report": {"baseline": {"transport": "spray"}},
+        "sweep": {
+            "zip": {"workload.op": ["all_reduce", "all_to_all"], "workload.algorithm": ["ring", "direct"]},
+            "workload.size": ["256KiB", "1MiB"],
+            "transport": ["ecmp", "spray"],
+            "seed": [0, 1],
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Results directories of the quickstart, a small MoE sweep and a zip: sweep, run by moesim."""
+    import yaml
+
+    base = tmp_path_factory.mktemp("runs")
+    out = {}
+    for name, experiment in RUNS.items():
+        path = ROOT / "experiments" / "examples" / "quickstart.yaml"
+        if experiment is not None:
+            path = base / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(experiment, sort_keys=False))
+        out[name] = base / name
+        assert main(["run", str(path), "--out", str(out[name]), "--workers", "1"]) == 0
+    return out
+
+
+def _explorer_state(driver: Any) -> dict[str, Any]:
+    text = driver.execute_script("return document.getElementById('explorer-plot').getAttribute('data-state')")
+    return json.loads(text) if text else {}
+
+
+def _pick(driver: Any, which: str, value: str) -> dict[str, Any]:
+    """Choose ``value`` in the explorer's ``which`` select by clicking, and wait for the redraw."""
+    before = _explorer_state(driver).get("draws", 0)
+    select = driver.find_element(By.ID, f"explorer-{which}")
+    if select.get_attribute("value") == value:  # already chosen: nothing to redraw
+        return _explorer_state(driver)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", select)
+    select.click()
+    select.find_element(By.CSS_SELECTOR, f"option[value='{value}']").click()
+    WebDriverWait(driver, 10).until(lambda d: _explorer_state(d).get("draws", 0) > before)
+    return _explorer_state(driver)
+
+
+def _traces(driver: Any) -> list[dict[str, Any]]:
+    return driver.execute_script(
+        "return document.getElementById('explorer-plot').data.map(t => ({name: t.name, x: t.x, y: t.y}))"
+    )
+
+
+def _load(driver: Any, page: Path, keys: list[str]) -> None:
+    driver.get_log("browser")
+    driver.get(page.as_uri())
+    WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script(
+            "return arguments[0].every(id => { const gd = document.getElementById(id);"
+            " return gd && gd._fullLayout; }) && !!document.getElementById('explorer-plot')._fullLayout",
+            [DIV_IDS[k] for k in keys],
+        )
+    )
+
+
+def _means(results: pd.DataFrame, by: list[str], metric: str) -> dict[tuple, float]:
+    ok = results[results["error"].isna()]
+    return {k if isinstance(k, tuple) else (k,): v for k, v in ok.groupby(by)[metric].mean().items()}
+
+
+def _scale(drawn: list[float], wanted: list[float]) -> float:
+    """The display factor (1, 1e3, 1e6, 1/2**20 ...) that maps ``wanted`` onto ``drawn``."""
+    factor = drawn[0] / wanted[0]
+    assert [d / factor for d in drawn] == pytest.approx(wanted, rel=1e-9)
+    return factor
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_explorer_redraws_real_reports(driver: Any, runs: dict[str, Path], name: str) -> None:
+    out = runs[name]
+    results, schema = read_results(out / "results.parquet")
+    keys = MOE_KEYS if name == "moe" else ["headline", "link_load", "gantt"]
+    _load(driver, out / "report.html", keys)
+    # y: a metric; x: a parameter; colour: another parameter (or none), each chosen by a click
+    y = "max_link_utilization"
+    state = _pick(driver, "y", y)
+    assert state["y"] == y
+    x = {"quickstart": "transport", "moe": "placement", "zip": "workload.size"}[name]
+    colour = {"quickstart": "", "moe": "transport", "zip": "transport"}[name]
+    _pick(driver, "x", x)
+    state = _pick(driver, "colour", colour)
+    assert (state["x"], state["colour"]) == (x, colour)
+    drawn = _traces(driver)
+    by = [c for c in (colour, x) if c]
+    if name == "zip":  # the page starts faceted by op (its zip: partner algorithm follows it)
+        by = ["workload.op", "transport", x]
+        assert state["facet"] == "workload.op" and not state["mixed"] and len(drawn) == 4
+        state = _pick(driver, "facet", "")  # now op and algorithm vary in a cell: split, never averaged
+        assert state["mixed"] == ["workload.op", "workload.algorithm"] and len(_traces(driver)) == 4
+        _pick(driver, "facet", "workload.op")
+    means = _means(results, by, y)
+    drawn_points = []
+    for trace in drawn:
+        for xv, yv in zip(trace["x"], trace["y"], strict=True):
+            drawn_points.append((trace["name"], xv, yv))
+    assert len(drawn_points) == len(means)
+    assert sorted(v for _, _, v in drawn_points) == pytest.approx(sorted(means.values()), rel=1e-9)
+    # y back to completion time: same points, in its display unit
+    _pick(driver, "y", "completion_time_s")
+    times = sorted(v for t in _traces(driver) for v in t["y"])
+    _scale(times, sorted(_means(results, by, "completion_time_s").values()))
+    assert schema.columns[y].role == "metric"
+    severe = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+    assert not severe, severe

@@ -290,8 +290,8 @@ def affinity_table(out: Path) -> str:
     summed over layers, and the ILP objective split into its terms with lower_bound's values.
     Rebuilds every point's traces and placements (the ILP's from ``DIR/placements/``)."""
     _moesim_on_path()
-    from experiments.placing import presolve
-    from experiments.runner import point_placement, point_traces
+    from experiments.placing import point_traces, presolve
+    from experiments.runner import point_placement
     from placement.ilp import lower_bound, placement_objective
     from placement.stats import evaluate, gpu_cost, placement_stats
 
