@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _one_line(err: str) -> str:
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith("moesim: error: moesim microbench: ")
+    assert lines[0].startswith("moesim: error: ") and not lines[0].startswith("moesim: error: moesim")
     return lines[0]
 
 
