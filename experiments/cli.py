@@ -154,7 +154,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.scheduler and args.executor != "dask":
         raise UsageError(f"--scheduler {args.scheduler}: needs --executor dask (add --executor dask)")
     check_output_dir(args.out)
-    plan = _checked(args.experiment)
+    estimates: list = []
+    plan = _checked(args.experiment, estimates)
     started = time.perf_counter()
     try:
         outcome = run_experiment(
@@ -166,6 +167,7 @@ def _run(args: argparse.Namespace) -> int:
             resume=args.resume,
             force=args.force,
             on_point=_point_line,
+            estimates=estimates,
         )
     except KeyboardInterrupt:
         print(

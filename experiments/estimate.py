@@ -430,14 +430,43 @@ def needed_bytes(estimate: Estimate) -> int:
     return int(SAFETY * estimate.peak_bytes) + PROCESS_BYTES
 
 
-def check_fits(index: int, estimate: Estimate, available: int) -> None:
+def check_fits(index: int, estimate: Estimate, available: int, where: str = "") -> None:
     """Raise :class:`ConfigError` (one line naming the field, the estimate and the fix) when point
-    ``index`` needs more than ``available`` bytes (see :data:`SAFETY`)."""
+    ``index`` needs more than ``available`` bytes (see :data:`SAFETY`); ``where`` says whose memory
+    that is (e.g. `` (a Dask worker's memory limit)``)."""
     if needed_bytes(estimate) <= available:
         return
     kind = "estimated" if estimate.exact else "bound"
     raise ConfigError(
         f"{estimate.field}: point {index} needs ~{format_bytes(estimate.peak_bytes)} "
         f"({kind}: {estimate.flows:.3g} flows, {estimate.messages:.3g} messages; {estimate.breakdown}) "
-        f"but {format_bytes(available)} is available; {estimate.fix}"
+        f"but {format_bytes(available)} is available{where}; {estimate.fix}"
+    )
+
+
+def workers_that_fit(needs: list[int], workers: int, available: int) -> int:
+    """The most points (≤ ``workers``) that may run at once on one machine: the largest count k
+    whose k biggest ``needs`` (bytes, see :func:`needed_bytes`) sum to at most ``available``."""
+    biggest = sorted(needs, reverse=True)
+    total = k = 0
+    for need in biggest[: max(workers, 1)]:
+        if total + need > available:
+            break
+        total += need
+        k += 1
+    return k
+
+
+def check_workers_fit(needs: list[int], workers: int, available: int) -> None:
+    """Raise :class:`ConfigError` naming ``--workers`` when ``workers`` local processes, each
+    running one of the biggest points at the same time, need more than ``available`` bytes."""
+    running = min(workers, len(needs))
+    fit = workers_that_fit(needs, running, available)
+    if fit >= running:
+        return
+    biggest = sum(sorted(needs, reverse=True)[:running])
+    raise ConfigError(
+        f"--workers {workers}: {running} of the largest points at once need ~{format_bytes(biggest)} "
+        f"with the safety margin but {format_bytes(available)} is available; "
+        f"use --workers {max(fit, 1)}"
     )

@@ -26,7 +26,8 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from experiments.config import Experiment, Plan
+from experiments.config import ConfigError, Experiment, Plan
+from experiments.estimate import Estimate, available_memory, check_fits, check_workers_fit, needed_bytes
 from experiments.placing import presolve
 from experiments.runner import PointResult, run_point
 from experiments.store import StoreError, claim, combine, save_point, saved_ok
@@ -111,34 +112,68 @@ def _check_dask() -> None:
         raise ExecutorError("--executor dask needs dask.distributed (pip install 'moesim[dask]')") from None
 
 
-def _dask(
-    tasks: list[Task], workers: int, scheduler: str | None
-) -> Generator[tuple[Task, PointResult], None, None]:
-    _check_dask()
-    from dask.distributed import Client, LocalCluster, as_completed
+class _DaskCluster:
+    """A Dask client (and the LocalCluster it started, if any), open before any work so that a
+    scheduler that cannot be reached or workers too small for the points stop the run first."""
 
-    cluster = None
-    try:
-        if scheduler:
-            client = Client(scheduler, timeout="20s")
-        else:
-            cluster = LocalCluster(
-                n_workers=max(workers, 1), threads_per_worker=1, processes=True, dashboard_address=None
-            )
-            client = Client(cluster)
-    except OSError as err:
-        raise ExecutorError(f"--scheduler {scheduler}: cannot connect ({err})") from None
-    try:
+    def __init__(self, workers: int, scheduler: str | None) -> None:
+        _check_dask()
+        from dask.distributed import Client, LocalCluster
+
+        self.cluster = None
+        try:
+            if scheduler:
+                self.client = Client(scheduler, timeout="20s")
+            else:
+                self.cluster = LocalCluster(
+                    n_workers=max(workers, 1), threads_per_worker=1, processes=True, dashboard_address=None
+                )
+                self.client = Client(self.cluster)
+        except OSError as err:
+            raise ExecutorError(f"--scheduler {scheduler}: cannot connect ({err})") from None
+
+    def memory_per_point(self) -> int | None:
+        """Bytes one point may use on the smallest Dask worker: its memory limit ÷ its threads
+        (each thread runs a point); None when no worker has a limit."""
+        limits = [
+            int(w["memory_limit"]) // max(int(w.get("nthreads", 1)), 1)
+            for w in self.client.scheduler_info()["workers"].values()
+            if w.get("memory_limit")
+        ]
+        return min(limits) if limits else None
+
+    def results(self, tasks: list[Task]) -> Generator[tuple[Task, PointResult], None, None]:
+        from dask.distributed import as_completed
+
         try:  # run_point records a point's own errors: any raised here is Dask's
-            futures = {client.submit(_run, task, pure=False): task for task in tasks}
+            futures = {self.client.submit(_run, task, pure=False): task for task in tasks}
             for future in as_completed(futures):
                 yield futures[future], future.result()
         except Exception as err:  # KilledWorker, CommClosedError, CancelledError, TimeoutError
             raise _WorkerLost(f"the Dask cluster lost a point ({_reason(err)})") from err
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _check_memory(
+    todo: list[Task], estimates: list[Estimate], workers: int, dask: _DaskCluster | None
+) -> None:
+    """Refuse (ConfigError, before any work) points that cannot run in the memory they will get:
+    under Dask, each point against a worker's memory limit ÷ threads; locally, the ``workers``
+    largest points at once against MemAvailable."""
+    if dask is not None:
+        limit = dask.memory_per_point()
+        if limit is not None:
+            for index, _, _ in todo:
+                where = " per point on a Dask worker (memory limit ÷ threads)"
+                check_fits(index, estimates[index], limit, where)
+        return
+    if workers > 1 and len(todo) > 1:
+        needs = [needed_bytes(estimates[index]) for index, _, _ in todo]
+        check_workers_fit(needs, workers, available_memory())
 
 
 def run_experiment(
@@ -150,6 +185,7 @@ def run_experiment(
     resume: bool = False,
     force: bool = False,
     on_point: Callable[[PointDone], str | None] | None = None,
+    estimates: list[Estimate] | None = None,
 ) -> RunOutcome:
     """Run every point of ``plan`` into ``out`` and combine the tables.
 
@@ -163,9 +199,13 @@ def run_experiment(
         force: remove the results ``out`` holds (of this or another experiment) first.
         on_point: called as each point is saved; a line it returns is printed above the
             progress bar (on stdout).
+        estimates: each point's :func:`experiments.estimate.estimate_point`; given, the points are
+            checked against the memory they will get (the local workers together, or a Dask
+            worker's limit) before any work.
 
     Raises:
         UsageError: ``out`` holds results it may not use (see :func:`experiments.store.claim`).
+        ConfigError: the points do not fit in the memory they would get; nothing ran.
         ExecutorError: the executor could not start; nothing ran.
         RunError: the run failed part way; finished points are saved.
     """
@@ -175,8 +215,8 @@ def run_experiment(
     created = not out.exists()
     claim(out, plan.experiment.name, plan.raw, resume=resume, force=force)
     try:
-        return _execute(plan, out, workers, executor, scheduler, resume, on_point)
-    except ExecutorError:
+        return _execute(plan, out, workers, executor, scheduler, resume, on_point, estimates)
+    except (ExecutorError, ConfigError):
         if created:  # the executor never started: leave nothing behind
             shutil.rmtree(out, ignore_errors=True)
         raise
@@ -190,6 +230,7 @@ def _execute(
     scheduler: str | None,
     resume: bool,
     on_point: Callable[[PointDone], str | None] | None,
+    estimates: list[Estimate] | None,
 ) -> RunOutcome:
     workers = workers or os.cpu_count() or 1
     todo: list[Task] = []
@@ -205,13 +246,22 @@ def _execute(
     def broken(what: str) -> RunError:
         return RunError(f"{what}; {skipped + saved} of {total} points are saved in {out}", skipped + saved)
 
-    if todo:
-        try:
-            points = presolve([point for _, _, point in todo], out)
-        except OSError as err:
-            raise broken(f"cannot save the placements in {out} ({err.strerror or _reason(err)})") from None
-        todo = [(index, swept, point) for (index, swept, _), point in zip(todo, points, strict=True)]
-    stream = _dask(todo, workers, scheduler) if executor == "dask" else _local(todo, workers)
+    dask = _DaskCluster(workers, scheduler) if executor == "dask" and todo else None
+    try:
+        if estimates is not None:
+            _check_memory(todo, estimates, workers, dask)
+        if todo:
+            try:
+                points = presolve([point for _, _, point in todo], out)
+            except OSError as err:
+                reason = err.strerror or _reason(err)
+                raise broken(f"cannot save the placements in {out} ({reason})") from None
+            todo = [(index, swept, point) for (index, swept, _), point in zip(todo, points, strict=True)]
+    except BaseException:
+        if dask is not None:
+            dask.close()
+        raise
+    stream = dask.results(todo) if dask is not None else _local(todo, workers)
 
     # one bar on stderr, off when stderr is not a terminal; point lines go above it (bar.write)
     bar = tqdm(
@@ -234,6 +284,8 @@ def _execute(
         raise broken(str(err)) from None
     finally:
         stream.close()  # stops the executor now: cancels what has not started
+        if dask is not None:
+            dask.close()
         bar.close()
     try:
         results = combine(out, plan)

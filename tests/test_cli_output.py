@@ -335,6 +335,9 @@ class _FakeDaskClient:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.submitted = 0
 
+    def scheduler_info(self) -> dict:
+        return {"workers": {}}
+
     def submit(self, fn: Any, task: Any, pure: bool = True) -> Future:
         from distributed.comm import CommClosedError
 

@@ -18,7 +18,14 @@ import yaml
 
 from experiments.cli import main
 from experiments.config import parse_experiment
-from experiments.estimate import SAFETY, available_memory, check_fits, estimate_point, needed_bytes
+from experiments.estimate import (
+    SAFETY,
+    available_memory,
+    check_fits,
+    estimate_point,
+    needed_bytes,
+    workers_that_fit,
+)
 from experiments.runner import run_point
 from simulator import footprint as fp
 from simulator.fabric import Fabric
@@ -318,3 +325,74 @@ def test_format_bytes() -> None:
     assert fp.format_bytes(512) == "512 B"
     assert fp.format_bytes(85 * 2**20) == "85 MiB"
     assert fp.format_bytes(1.2 * 2**40) == "1.2 TiB"
+
+
+# -------------------------------------------------------- memory the points get when they run
+
+TWO_POINTS = {
+    **experiment(topo(2, 2, 2, 2), {"kind": "collective", "op": "all_to_all", "size": "4MiB"}),
+    "sweep": {"transport": ["ecmp", "spray"]},
+}
+
+
+def test_workers_that_fit() -> None:
+    assert workers_that_fit([5, 3, 4], 3, 12) == 3
+    assert workers_that_fit([5, 3, 4], 3, 9) == 2  # 5 + 4 fit, 5 + 4 + 3 do not
+    assert workers_that_fit([5, 3, 4], 2, 100) == 2
+    assert workers_that_fit([5], 4, 4) == 0
+
+
+def _needs(path: Path) -> list[int]:
+    from experiments.config import load_experiment
+
+    return [needed_bytes(estimate_point(point)) for _, point in load_experiment(path).points]
+
+
+def test_local_workers_together_must_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from experiments import execute
+
+    path = write(tmp_path, TWO_POINTS)
+    needs = _needs(path)
+    monkeypatch.setattr(execute, "available_memory", lambda limit=None: int(max(needs) * 1.5))
+    out = tmp_path / "out"
+    argv = ["run", str(path), "--out", str(out)]
+    assert main([*argv, "--workers", "2"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("moesim: error: --workers 2: 2 of the largest points at once need ~")
+    assert err.rstrip().endswith("use --workers 1")
+    assert not out.exists()  # refused before any work: nothing written
+    assert main([*argv, "--workers", "1"]) == 0  # one at a time fits
+
+
+class _SmallDaskClient:
+    """A Dask client whose one worker has 100 MiB for its 2 threads."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        self.submitted = 0
+
+    def scheduler_info(self) -> dict:
+        return {"workers": {"tcp://w:1": {"memory_limit": 100 * 2**20, "nthreads": 2}}}
+
+    def submit(self, *args: object, **kwargs: object) -> None:
+        self.submitted += 1
+        raise AssertionError("nothing may be submitted")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_dask_worker_too_small_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    distributed = pytest.importorskip("dask.distributed")
+    monkeypatch.setattr(distributed, "Client", _SmallDaskClient)
+    out = tmp_path / "out"
+    argv = ["run", str(write(tmp_path, TWO_POINTS)), "--out", str(out), "--executor", "dask"]
+    assert main([*argv, "--scheduler", "tcp://sched:8786"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "point 0 needs ~" in err and "but 50 MiB is available per point on a Dask worker" in err
+    assert not out.exists()
