@@ -12,10 +12,12 @@
 Both show every row of :attr:`calibration.fit.Calibration.table` (measured against simulated
 time and bus bandwidth, the signed relative error), the mean absolute percentage error (MAPE)
 over all rows and over the bandwidth-relevant sizes (``size >= min_size`` bytes; all, fitted and
-held-out rows) and the fitted parameters of each tier. The page embeds plotly.js once, inline,
-like :mod:`experiments.report`, so it works offline; it has four figures: time and bus bandwidth
-against message size (measured markers, simulated lines), the relative error per size, and the
-fitted efficiency curves η(m).
+held-out rows) and the fitted parameters of each tier. Like :mod:`experiments.report`'s pages it
+loads plotly.js from ``plotly.min.js`` beside it (written there; ``self_contained=True`` inlines it
+instead), so it works offline; it has an explorer of every row (x, y, colour, facet and filters
+chosen in the page, see :mod:`pages.explorer`) and four figures: time and bus bandwidth against
+message size (measured markers, simulated lines), the relative error per size, and the fitted
+efficiency curves η(m).
 
 Units: sizes in bytes shown as ``8 B``, ``1 KiB``, ``16 MiB``; times in µs; bandwidths in GB/s
 (10^9 B/s) and Gb/s (10^9 bit/s); α in µs.
@@ -34,8 +36,9 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from calibration.fit import Calibration
+from pages.explorer import ColumnSpec, explorer_html
 from pages.files import write_atomic
-from pages.html import TEMPLATE, TRANSPORT_COLORS, format_unit, page_html, plot_div
+from pages.html import PLOTLY_FILE, TEMPLATE, TRANSPORT_COLORS, format_unit, page_html, plot_div, write_plotly
 from topologies.leaf_spine import Efficiency, efficiency_at
 
 TABLE_COLUMNS = (
@@ -526,14 +529,77 @@ def _figure_html(key: str, fig: go.Figure, intro: str) -> str:
     )
 
 
+EXPLORER_COLUMNS = {
+    "op": ColumnSpec("parameter", "", "op"),
+    "size": ColumnSpec("parameter", "B", "message size"),
+    "nranks": ColumnSpec("parameter", "GPUs", "ranks"),
+    "tier": ColumnSpec("parameter", "", "tier"),
+    "role": ColumnSpec("parameter", "", "fitted or held out"),
+    "source": ColumnSpec("parameter", "", "log"),
+    "error_pct": ColumnSpec("metric", "%", "simulated ÷ measured − 1"),
+    "abs_error_pct": ColumnSpec("metric", "%", "|simulated ÷ measured − 1|"),
+    "measured_s": ColumnSpec("metric", "s", "measured time"),
+    "simulated_s": ColumnSpec("metric", "s", "simulated time"),
+    "measured_busbw": ColumnSpec("metric", "B/s", "measured bus bandwidth"),
+    "simulated_busbw": ColumnSpec("metric", "B/s", "simulated bus bandwidth"),
+}
+"""The explorer's columns (see :func:`explorer_rows`): what each row is, then its numbers."""
+EXPLORER_ID = "cal-explorer"
+
+
+def explorer_rows(calibration: Calibration) -> pd.DataFrame:
+    """Every measured row for the explorer, in base units: times in s, bus bandwidths in B/s, the
+    signed and absolute relative error in percent; fitted/held-out as ``fitted``/``held out``."""
+    table = _check(calibration)
+    rows = pd.DataFrame(
+        {
+            "op": table["op"].astype(str),
+            "size": table["size"].astype(float),
+            "nranks": table["nranks"].astype(int),
+            "tier": table["tier"].astype(str).map(lambda t: TIER_NAMES.get(t, t)),
+            "role": table["role"].astype(str).map(lambda r: ROLE_NAMES.get(r, r)),
+            "source": table["source"].astype(str),
+            "error_pct": 100.0 * table["rel_error"].astype(float),
+            "abs_error_pct": 100.0 * table["rel_error"].astype(float).abs(),
+            "measured_s": table["measured_us"].astype(float) * 1e-6,
+            "simulated_s": table["simulated_us"].astype(float) * 1e-6,
+            "measured_busbw": table["measured_busbw_gbps"].astype(float) * 1e9,
+            "simulated_busbw": table["simulated_busbw_gbps"].astype(float) * 1e9,
+        }
+    )
+    return rows.sort_values(["op", "source", "size"], kind="stable").reset_index(drop=True)
+
+
+def explorer_section(calibration: Calibration) -> str:
+    """The explorer's heading, how to read it and the widget: the relative error against size,
+    one colour per op, at first."""
+    rows = explorer_rows(calibration)
+    both_roles = rows["role"].nunique() > 1
+    facet = "role" if both_roles else ""
+    initial = {"x": "size", "y": "error_pct", "logx": "log", "colour": "op", "facet": facet}
+    return (
+        f"<h2 id='{EXPLORER_ID}-section'>Explorer</h2>\n<p>Every measured row: choose what goes on x, y, "
+        "colour and facet, untick values to leave rows out, and the plot redraws. It starts with the "
+        "signed error against message size, one colour per op, fitted and held-out rows side by side; "
+        "put <i>measured time</i> on x and <i>simulated time</i> on y, both log, to see the fit as a "
+        "diagonal.</p>\n" + explorer_html(rows, EXPLORER_COLUMNS, div_id=EXPLORER_ID, initial=initial)
+    )
+
+
 def _html_table(frame: pd.DataFrame, css: str) -> str:
     return frame.to_html(index=False, escape=True, classes=css, border=0, na_rep="–")
 
 
 def render_calibration_html(
-    calibration: Calibration, *, title: str, min_size: float = 2**20, notes: list[str] | None = None
+    calibration: Calibration,
+    *,
+    title: str,
+    min_size: float = 2**20,
+    notes: list[str] | None = None,
+    plotly_src: str | None = PLOTLY_FILE,
 ) -> str:
-    """The whole page as one string: plotly.js inline once, the summary, the figures, every row."""
+    """The whole page as one string: the summary, the explorer, the figures, every row. plotly.js
+    is loaded from ``plotly_src`` beside the page (None: inlined once)."""
     table = _check(calibration)
     spec = calibration.spec
     n_held = int((table["role"] == "holdout").sum())
@@ -561,7 +627,8 @@ def render_calibration_html(
             f"<h1>{html.escape(title)}</h1>",
             f"<p class='sub'>{html.escape(sub)}</p>",
             *(f"<p class='note'>{html.escape(n)}</p>" for n in notes or [] if n),
-            f"<nav><a href='#summary'>Summary</a>{nav}<a href='#rows'>Rows</a></nav>",
+            f"<nav><a href='#summary'>Summary</a><a href='#{EXPLORER_ID}-section'>Explorer</a>{nav}"
+            "<a href='#rows'>Rows</a></nav>",
             "<h2 id='summary'>Summary</h2>",
             "<p>MAPE is the mean of |simulated ÷ measured − 1| over the rows named.</p>",
             _html_table(summary, "summary accuracy"),
@@ -569,6 +636,7 @@ def render_calibration_html(
             "α is the per-message latency, kept from the starting topology when no row was "
             "latency-bound.</p>",
             _html_table(parameter_cells(calibration), "summary parameters"),
+            explorer_section(calibration),
             *(_figure_html(key, fig, intro[key]) for key, fig in figures.items()),
             "<h2 id='rows'>Rows</h2>",
             "<details><summary>Every measured row, measured against simulated</summary>"
@@ -576,7 +644,7 @@ def render_calibration_html(
             + "</details>",
         ]
     )
-    return page_html(html.escape(title), body)
+    return page_html(html.escape(title), body, plotly_src=plotly_src)
 
 
 def write_calibration_report(
@@ -586,9 +654,10 @@ def write_calibration_report(
     title: str,
     min_size: float = 2**20,
     notes: list[str] | None = None,
+    self_contained: bool = False,
 ) -> Path:
-    """Write the calibration's self-contained HTML page to ``path`` (atomically: a temporary file
-    beside it, then a rename) and return ``path``.
+    """Write the calibration's HTML page to ``path`` (atomically: a temporary file beside it, then
+    a rename) and ``plotly.min.js`` beside it, and return ``path``.
 
     Args:
         calibration: what :func:`calibration.fit.calibrate` returned.
@@ -596,9 +665,15 @@ def write_calibration_report(
         title: the page's heading.
         min_size: bytes; rows from this size up get their own MAPE lines.
         notes: sentences shown under the title (e.g. where the measurements come from).
+        self_contained: inline plotly.js (one file to send, +1.5 MB) instead of writing it beside.
     """
     path = Path(path)
-    page = render_calibration_html(calibration, title=title, min_size=min_size, notes=notes)
+    plotly_src = None if self_contained else PLOTLY_FILE
+    page = render_calibration_html(
+        calibration, title=title, min_size=min_size, notes=notes, plotly_src=plotly_src
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not self_contained:
+        write_plotly(path.parent)
     write_atomic(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return path

@@ -5,7 +5,7 @@
     moesim calibrate LOG.txt [LOG.txt ...] [GEMM.csv] [TRACE.json] --topology EXPERIMENT.yaml
                      --out calibrated.yaml [--holdout alternate | sizes:1MiB,4MiB | file:NAME]
                      [--placement out_of_place|in_place] [--ranks N] [--hosts N] [--min-size 1MiB]
-                     [--report calibrated.html] [--gpu h100]
+                     [--report calibrated.html] [--self-contained] [--gpu h100]
 
 nccl-tests logs are fitted (:mod:`calibration.fit`); a kernel-timing CSV (``op,m,n,k,dtype,
 time_us``) fits the roofline GEMM model's efficiency and launch time; a PyTorch profiler trace
@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--min-size", default="1MiB", help="smallest size in the headline MAPE (1MiB)")
     parser.add_argument("--report", type=Path, default=None, help="HTML report (default: OUT with .html)")
+    parser.add_argument(
+        "--self-contained",
+        action="store_true",
+        help="inline plotly.js in the report (one file to send) instead of plotly.min.js beside it",
+    )
     parser.add_argument("--gpu", choices=sorted(GPUS), default="h100", help="GPU kind of kernel CSVs")
     return parser
 
@@ -202,7 +207,12 @@ def _run(argv: Sequence[str] | None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out, lambda tmp: tmp.write_text(text))
     write_calibration_report(
-        calibration, report, title=f"Calibration: {args.out.name}", min_size=min_size, notes=summary + notes
+        calibration,
+        report,
+        title=f"Calibration: {args.out.name}",
+        min_size=min_size,
+        notes=summary + notes,
+        self_contained=args.self_contained,
     )
     print(format_table(calibration, min_size))
     for flag in calibration.flags:

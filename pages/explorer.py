@@ -491,13 +491,16 @@ JS = r"""
     facets.forEach((f, p) => {
       const suffix = p ? String(p + 1) : "", r = Math.floor(p / ncol), c = p % ncol;
       const x0 = c * (w + gap), y1 = 1 - r * (h + vgap), bottom = p + ncol >= facets.length;
-      const ticks = xNum && !xMetric && X.values.length <= 12;  // ticks at the values, labelled with units
+      // A numeric parameter: ticks at its values (every k-th of many), labelled in human units
+      const ticks = xNum && !xMetric;
       const xa = {domain: [x0, x0 + w], anchor: "y" + suffix,
                   title: {text: bottom ? X.label + (ticks ? "" : unitOf(X)) : ""}};
       if (xNum) {
         xa.type = s.logx ? "log" : "linear";
         if (ticks) {
-          const known = X.values.map((v, j) => j).filter((j) => X.values[j] !== null);
+          const all = X.values.map((v, j) => j).filter((j) => X.values[j] !== null);
+          const every = Math.ceil(all.length / 12);
+          const known = all.filter((j, n) => n % every === 0);
           xa.tickmode = "array";
           xa.tickvals = known.map((j) => X.values[j] * X.factor);
           xa.ticktext = known.map((j) => X.labels[j]);

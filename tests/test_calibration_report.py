@@ -14,16 +14,19 @@ import calibration.report as report
 from calibration.fit import Calibration, TierFit, calibrate, simulated_times
 from calibration.report import (
     DIV_IDS,
+    EXPLORER_COLUMNS,
+    EXPLORER_ID,
     TITLES,
     busbw_figure,
     efficiency_figure,
     error_figure,
+    explorer_rows,
     format_efficiency,
     format_table,
     time_figure,
     write_calibration_report,
 )
-from pages.html import plotly_js
+from pages.html import PLOTLY_FILE, plotly_js
 from topologies.leaf_spine import LeafSpine
 
 MIB = 2**20
@@ -198,7 +201,9 @@ def test_busbw_error_and_efficiency_figures(cal: Calibration) -> None:
 
 def test_page_is_self_contained_with_every_figure(cal: Calibration, tmp_path: Path) -> None:
     target = tmp_path / "out" / "calibration.html"
-    path = write_calibration_report(cal, target, title="Fit <A3>", notes=["from a & b", "two sources"])
+    path = write_calibration_report(
+        cal, target, title="Fit <A3>", notes=["from a & b", "two sources"], self_contained=True
+    )
     assert path == target and path.exists()
     text = path.read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
@@ -213,6 +218,28 @@ def test_page_is_self_contained_with_every_figure(cal: Calibration, tmp_path: Pa
     for snippet in ("8.7 %", "6.5 %", "64 KiB: 0.42, 1 MiB: 1.00", "none (η = 1)", "360.00", "kept"):
         assert snippet in text, snippet
     assert [p.name for p in path.parent.iterdir()] == ["calibration.html"]  # no temporary file left
+    assert f'id="{EXPLORER_ID}-plot"' in text or f"id='{EXPLORER_ID}-plot'" in text
+
+
+def test_page_shares_plotly_beside_it_by_default(cal: Calibration, tmp_path: Path) -> None:
+    path = write_calibration_report(cal, tmp_path / "cal.html", title="t")
+    text = path.read_text(encoding="utf-8")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.html", PLOTLY_FILE]
+    assert f"src='{PLOTLY_FILE}'" in text and PLOTLY_MARKER not in text
+    assert (tmp_path / PLOTLY_FILE).read_text(encoding="utf-8") == plotly_js()
+    assert len(text.encode()) < 200_000  # the page alone: tables, figures and the explorer's rows
+
+
+def test_explorer_rows_are_every_row_in_base_units(cal: Calibration) -> None:
+    rows = explorer_rows(cal)
+    assert set(rows.columns) == set(EXPLORER_COLUMNS) and len(rows) == len(ROWS)
+    first = rows[(rows["op"] == "all_reduce") & (rows["size"] == 16 * MIB)].iloc[0]
+    assert first["measured_s"] == pytest.approx(700e-6) and first["simulated_s"] == pytest.approx(714e-6)
+    assert first["error_pct"] == pytest.approx(2.0) and first["abs_error_pct"] == pytest.approx(2.0)
+    assert (first["tier"], first["role"], first["nranks"]) == ("NIC", "fitted", 16)
+    held = rows[rows["role"] == "held out"]
+    assert sorted(held["error_pct"]) == pytest.approx([-9.0, 4.0])
+    assert first["measured_busbw"] == pytest.approx(16 * MIB / 700e-6 * 2 * 15 / 16)
 
 
 def test_page_written_atomically_and_replaced(
@@ -236,14 +263,14 @@ def test_page_written_atomically_and_replaced(
     ((final, tmp),) = calls
     assert final == target and tmp.parent == tmp_path and tmp != target
     assert target.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cal.html", PLOTLY_FILE]
 
 
 def test_page_with_one_source_no_holdout_and_no_curves(tmp_path: Path) -> None:
     rows = [r[:4] + ("fit",) + r[5:] for r in ROWS if r[0] == "b.txt"]
     flat = dataclasses.replace(NVLINK, alpha_fitted=True)
     cal = Calibration(SPEC, (flat,), make_table(rows))
-    path = write_calibration_report(cal, tmp_path / "one.html", title="one")
+    path = write_calibration_report(cal, tmp_path / "one.html", title="one", self_contained=True)
     text = path.read_text(encoding="utf-8")
     assert text.count("Plotly.newPlot") == len(TITLES)
     assert "none (no held-out rows)" in text
@@ -298,4 +325,4 @@ def test_report_of_a_real_calibration(tmp_path: Path) -> None:
     path = write_calibration_report(cal, tmp_path / "real.html", title="synthetic", notes=["truth known"])
     page = path.read_text(encoding="utf-8")
     assert all(f'id="{div}"' in page for div in DIV_IDS.values())
-    assert [p.name for p in tmp_path.iterdir()] == ["real.html"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PLOTLY_FILE, "real.html"]

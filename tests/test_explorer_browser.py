@@ -280,3 +280,32 @@ def test_two_explorers_on_one_page(driver: Any, tmp_path: Path) -> None:
     _act(driver, lambda: Select(driver.find_element(By.ID, "explorer-y")).select_by_value("cross_host_bytes"))
     assert json.loads(driver.execute_script(states)[1])["draws"] == 1  # the other one did not redraw
     _no_console_errors(driver)
+
+
+def test_many_sizes_keep_human_ticks(driver: Any, tmp_path: Path) -> None:
+    """31 sizes from 4 B to 4 GiB on a log axis: every 3rd is a tick, labelled in B/KiB/MiB/GiB."""
+    from pages.explorer import ColumnSpec
+
+    sizes = [4 * 2**k for k in range(31)]
+    table = pd.DataFrame({"size": sizes, "time_s": [1e-5 + s / 2e11 for s in sizes]})
+    specs = {"size": ColumnSpec("parameter", "B", "message size"), "time_s": ColumnSpec("metric", "s")}
+    path = tmp_path / "sizes.html"
+    path.write_text(page_html("sizes", explorer_html(table, specs)), encoding="utf-8")
+    driver.get(path.as_uri())
+    WebDriverWait(driver, 30).until(lambda d: _state(d).get("draws") == 1)
+    ticks = _layout(driver, "xaxis.ticktext")
+    assert ticks == [
+        "4 B",
+        "32 B",
+        "256 B",
+        "2 KiB",
+        "16 KiB",
+        "128 KiB",
+        "1 MiB",
+        "8 MiB",
+        "64 MiB",
+        "512 MiB",
+        "4 GiB",
+    ]
+    assert _layout(driver, "xaxis.title.text") == "message size"  # the unit is on every tick
+    _no_console_errors(driver)

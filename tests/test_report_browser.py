@@ -212,38 +212,39 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def _explorer_state(driver: Any) -> dict[str, Any]:
-    text = driver.execute_script("return document.getElementById('explorer-plot').getAttribute('data-state')")
+def _explorer_state(driver: Any, div: str = "explorer") -> dict[str, Any]:
+    text = driver.execute_script(f"return document.getElementById('{div}-plot').getAttribute('data-state')")
     return json.loads(text) if text else {}
 
 
-def _pick(driver: Any, which: str, value: str) -> dict[str, Any]:
+def _pick(driver: Any, which: str, value: str, div: str = "explorer") -> dict[str, Any]:
     """Choose ``value`` in the explorer's ``which`` select by clicking, and wait for the redraw."""
-    before = _explorer_state(driver).get("draws", 0)
-    select = driver.find_element(By.ID, f"explorer-{which}")
+    before = _explorer_state(driver, div).get("draws", 0)
+    select = driver.find_element(By.ID, f"{div}-{which}")
     if select.get_attribute("value") == value:  # already chosen: nothing to redraw
-        return _explorer_state(driver)
+        return _explorer_state(driver, div)
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", select)
     select.click()
     select.find_element(By.CSS_SELECTOR, f"option[value='{value}']").click()
-    WebDriverWait(driver, 10).until(lambda d: _explorer_state(d).get("draws", 0) > before)
-    return _explorer_state(driver)
+    WebDriverWait(driver, 10).until(lambda d: _explorer_state(d, div).get("draws", 0) > before)
+    return _explorer_state(driver, div)
 
 
-def _traces(driver: Any) -> list[dict[str, Any]]:
+def _traces(driver: Any, div: str = "explorer") -> list[dict[str, Any]]:
     return driver.execute_script(
-        "return document.getElementById('explorer-plot').data.map(t => ({name: t.name, x: t.x, y: t.y}))"
+        f"return document.getElementById('{div}-plot').data.map(t => ({{name: t.name, x: t.x, y: t.y}}))"
     )
 
 
-def _load(driver: Any, page: Path, keys: list[str]) -> None:
+def _load(driver: Any, page: Path, ids: list[str]) -> None:
+    """Open ``page`` on an empty console and wait until the plots with these ``ids`` are drawn."""
     driver.get_log("browser")
     driver.get(page.as_uri())
     WebDriverWait(driver, 30).until(
         lambda d: d.execute_script(
             "return arguments[0].every(id => { const gd = document.getElementById(id);"
-            " return gd && gd._fullLayout; }) && !!document.getElementById('explorer-plot')._fullLayout",
-            [DIV_IDS[k] for k in keys],
+            " return gd && gd._fullLayout; })",
+            ids,
         )
     )
 
@@ -265,7 +266,7 @@ def test_explorer_redraws_real_reports(driver: Any, runs: dict[str, Path], name:
     out = runs[name]
     results, schema = read_results(out / "results.parquet")
     keys = MOE_KEYS if name == "moe" else ["headline", "link_load", "gantt"]
-    _load(driver, out / "report.html", keys)
+    _load(driver, out / "report.html", [*(DIV_IDS[k] for k in keys), "explorer-plot"])
     # y: a metric; x: a parameter; colour: another parameter (or none), each chosen by a click
     y = "max_link_utilization"
     state = _pick(driver, "y", y)
@@ -295,5 +296,35 @@ def test_explorer_redraws_real_reports(driver: Any, runs: dict[str, Path], name:
     times = sorted(v for t in _traces(driver) for v in t["y"])
     _scale(times, sorted(_means(results, by, "completion_time_s").values()))
     assert schema.columns[y].role == "metric"
+    severe = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
+    assert not severe, severe
+
+
+def test_calibration_page_explorer_redraws(driver: Any, tmp_path: Path) -> None:
+    """The calibration page: plotly.js from beside it, four figures, and an explorer whose redrawn
+    points are the calibration's rows (error per op and role, then simulated against measured)."""
+    from test_calibration_report import NIC, NVLINK, ROWS, SPEC, make_table
+
+    from calibration.fit import Calibration
+    from calibration.report import DIV_IDS as CAL_IDS
+    from calibration.report import EXPLORER_ID, explorer_rows, write_calibration_report
+
+    cal = Calibration(SPEC, (NVLINK, NIC), make_table(ROWS))
+    page = write_calibration_report(cal, tmp_path / "cal.html", title="calibration")
+    _load(driver, page, [*CAL_IDS.values(), f"{EXPLORER_ID}-plot"])
+    rows = explorer_rows(cal)
+    state = _explorer_state(driver, EXPLORER_ID)
+    assert (state["x"], state["y"], state["colour"], state["facet"]) == ("size", "error_pct", "op", "role")
+    drawn = sorted(v for t in _traces(driver, EXPLORER_ID) for v in t["y"])
+    assert drawn == pytest.approx(sorted(rows["error_pct"]), rel=1e-9)  # one marker per row, in %
+    _pick(driver, "facet", "", EXPLORER_ID)
+    _pick(driver, "x", "measured_s", EXPLORER_ID)
+    state = _pick(driver, "y", "simulated_s", EXPLORER_ID)
+    assert (state["x"], state["y"]) == ("measured_s", "simulated_s")
+    points = sorted((x, y) for t in _traces(driver, EXPLORER_ID) for x, y in zip(t["x"], t["y"], strict=True))
+    assert len(points) == len(rows)
+    fx = _scale([p[0] for p in points], sorted(rows["measured_s"]))
+    ordered = rows.sort_values("measured_s")
+    assert [p[1] / fx for p in points] == pytest.approx(list(ordered["simulated_s"]), rel=1e-9)
     severe = [entry for entry in driver.get_log("browser") if entry.get("level") == "SEVERE"]
     assert not severe, severe

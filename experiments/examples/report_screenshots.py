@@ -10,7 +10,8 @@ Usage::
 Each page is loaded from disk, every Plotly figure is awaited, and either the top of the page
 (``--height`` pixels of a ``--width`` wide window) or one element and what follows it up to
 ``--height`` is saved. ``--explorer`` sets the explorer's selects first and ``--hide`` unticks
-filter values (as a user would).
+filter values (as a user would); ``logx=log`` / ``logy=linear`` set the log boxes, and
+``--explorer-id cal-explorer`` aims at the calibration page's explorer.
 Needs Chromium, chromedriver and selenium (``apt-get install chromium chromium-driver``).
 """
 
@@ -51,13 +52,19 @@ def screenshot(
     element: str | None = None,
     explorer: dict[str, str] | None = None,
     hide: list[tuple[str, str]] | None = None,
+    explorer_id: str = "explorer",
 ) -> Path:
     """Save a PNG of ``page`` (the top, or from ``element`` down) to ``target``."""
     with headless_chromium(width, height, console=False) as driver:
         driver.get(Path(page).resolve().as_uri())
         _wait_for_plots(driver)
         for key, value in (explorer or {}).items():
-            Select(driver.find_element(By.ID, f"explorer-{key}")).select_by_value(value)
+            if key in ("logx", "logy"):  # a checkbox: set it to the value asked for
+                box = driver.find_element(By.ID, f"{explorer_id}-{key}")
+                if box.is_selected() != (value == "log"):
+                    driver.execute_script("arguments[0].click();", box)
+            else:
+                Select(driver.find_element(By.ID, f"{explorer_id}-{key}")).select_by_value(value)
             time.sleep(0.3)
         for column, value in hide or []:  # untick a filter value, as a user would
             box = driver.find_element(By.CSS_SELECTOR, f"input[data-column='{column}'][data-value='{value}']")
@@ -82,10 +89,12 @@ def main() -> None:
         "--explorer", default="", help="explorer choices, e.g. x=workload.size,colour=transport"
     )
     parser.add_argument("--hide", default="", help="filter values to untick, e.g. workload.op=shift")
+    parser.add_argument("--explorer-id", default="explorer", help="the explorer's id (cal-explorer)")
     args = parser.parse_args()
     choices = dict(item.split("=", 1) for item in args.explorer.split(",") if item)
     hide = [tuple(item.split("=", 1)) for item in args.hide.split(",") if item]
-    print(screenshot(args.page, args.png, args.width, args.height, args.element, choices, hide))
+    size = (args.width, args.height)
+    print(screenshot(args.page, args.png, *size, args.element, choices, hide, args.explorer_id))
 
 
 if __name__ == "__main__":
