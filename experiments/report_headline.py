@@ -246,7 +246,11 @@ def headline_figure(res: Results, table: pd.DataFrame) -> go.Figure:
     base_layout(fig, 460 if groups else 380, top=60)
     fig.add_hline(y=1.0, line={"color": "#888", "dash": "dash", "width": 1})
     x_title = " · ".join(res.label(c) for c in groups) or " / ".join(res.label(c) for c in base_cols)
-    fig.update_xaxes(title_text=x_title, type="category")
+    longest = max((len(label) for label in labels), default=0)
+    # long group labels: slanted, and the margin grows to fit them (automargin) instead of cutting them
+    fig.update_xaxes(
+        title_text=x_title, type="category", automargin=True, tickangle=-30 if longest > 12 else 0
+    )
     fig.update_yaxes(title_text=f"{res.label(metric)} ÷ {base_text}'s")
     return fig
 

@@ -142,6 +142,7 @@ def test_only_transport_swept(tmp_path: Path) -> None:
     assert res.params == []
     fig = headline_section(res)[0].figure
     assert [t.name for t in fig.data] == ["spray", "split:4"] and list(fig.data[0].x) == ["spray"]
+    assert fig.layout.xaxis.tickangle == 0  # short labels stay level
     text = write_report(out).read_text(encoding="utf-8")
     assert "Failed points" not in text
     assert "updatemenus" in text  # per-point figures still offer the 6 points
@@ -225,6 +226,7 @@ def test_two_swept_parameters(tmp_path: Path) -> None:
     assert len(table) == 6  # every size x bandwidth group, never averaged together
     fig = headline_section(res)[0].figure
     assert "1 MiB · 200 Gbit/s" in list(fig.data[0].x)
+    assert fig.layout.xaxis.automargin and fig.layout.xaxis.tickangle == -30  # long labels: slanted, whole
     text = write_report(out).read_text(encoding="utf-8")
     assert "message size = 64 MiB, uplink bandwidth = 200 Gbit" in text  # a configuration option
 

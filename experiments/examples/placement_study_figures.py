@@ -3,8 +3,8 @@
 Usage::
 
     moesim run experiments/examples/placement_study.yaml --out out/placement_study
-    python experiments/examples/placement_study_figures.py out/placement_study \
-        --png docs/figures --transitions
+    python experiments/examples/placement_study_figures.py out/placement_study --transitions
+    python experiments/examples/placement_study_figures.py out/placement_study --png out/figures
 
 Prints Markdown tables (MoE forward time of every placement method against ``round_robin`` per
 trace, fabric and transport; cross-host bytes; GPU load balance; all-to-all tail; the ILP
