@@ -37,7 +37,7 @@ from experiments.place_command import main as place_main
 from experiments.replay_command import main as replay_main
 from experiments.report import ReportError, load_results, write_combined_report, write_report
 from experiments.runner import preflight
-from experiments.store import moesim_version
+from experiments.store import moesim_version, note_report
 from experiments.trace_commands import collect_main, synth_main
 
 EXIT_STATUSES = {
@@ -168,6 +168,7 @@ def _run(args: argparse.Namespace) -> int:
             force=args.force,
             on_point=_point_line,
             estimates=estimates,
+            report=True,
         )
     except KeyboardInterrupt:
         print(
@@ -175,18 +176,12 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    try:
-        report = write_report(args.out)
-    except (ReportError, OSError) as err:
-        return fail(
-            f"cannot write the report ({err}); the results are saved in {args.out} "
-            f"(rerun 'moesim report {args.out}')",
-            3,
-        )
     n = len(plan.points)
     print(
         f"{n} point{'s' if n != 1 else ''}: {outcome.ran} run, {outcome.skipped} already done, "
-        f"{outcome.failed} failed in {duration(time.perf_counter() - started)}; report {report}"
+        f"{outcome.failed} failed in {duration(time.perf_counter() - started)} "
+        f"(combine {duration(outcome.combine_s)}, report {duration(outcome.report_s)}); "
+        f"report {outcome.report}"
     )
     return 1 if outcome.failed else 0
 
@@ -198,7 +193,9 @@ def _report(args: argparse.Namespace) -> int:
     if args.out is None:
         if len(args.dirs) > 1:
             raise UsageError("--out PAGE.html: several results directories go on one page (give its path)")
-        print(f"wrote {write_report(args.dirs[0], self_contained=args.self_contained)}")
+        page = write_report(args.dirs[0], self_contained=args.self_contained)
+        note_report(args.dirs[0], page)
+        print(f"wrote {page}")
         return 0
     if args.out.suffix.lower() not in (".html", ".htm"):
         raise UsageError(f"--out {args.out}: give an .html file for the page")
@@ -297,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help, --version
         return help_status(done)
     except RunError as err:
-        return fail(f"{err} (rerun with --resume to run the rest)", 3)
+        return fail(f"{err} (rerun with --resume to run the rest)" if err.resume else str(err), 3)
     except (ConfigError, UsageError, ExecutorError, ReportError) as err:
         return fail(err)
 

@@ -5,6 +5,7 @@ points offered in per-point dropdowns, and the dropdown itself.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,9 +13,11 @@ from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
+import pyarrow.parquet as pq
 import yaml
 
 from experiments.results_schema import ResultsSchema, SchemaError, read_results
+from experiments.store import MANIFEST, MARKER, read_manifest
 from pages.html import TEMPLATE, TRANSPORT_COLORS, format_unit
 
 MIB = float(1 << 20)
@@ -147,12 +150,19 @@ class Section:
 # --------------------------------------------------------------------------------------------- loading
 
 
-def _read(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame | None:
-    """A Parquet table, or ``None`` when the file does not exist."""
+def _read(
+    path: Path, columns: Sequence[str] | None = None, points: Sequence[int] | None = None
+) -> pd.DataFrame | None:
+    """A Parquet table (only the rows of ``points`` when given), or ``None`` when the file does not
+    exist."""
     if not path.exists():
         return None
     try:
-        return pd.read_parquet(path, columns=list(columns) if columns else None)
+        wanted = list(columns) if columns else None
+        if points is not None and "point" in pq.read_schema(path).names:
+            rows = pd.read_parquet(path, columns=wanted, filters=[("point", "in", list(points))])
+            return rows.reset_index(drop=True)
+        return pd.read_parquet(path, columns=wanted)
     except Exception as err:  # pyarrow raises several types for damaged or mismatched files
         raise ReportError(f"{path}: cannot read ({type(err).__name__}: {err})".splitlines()[0]) from err
 
@@ -165,13 +175,19 @@ def _restrict(table: pd.DataFrame | None, points: pd.Index) -> pd.DataFrame | No
 
 
 def load_results(out_dir: Path) -> Results:
-    """Read a results directory (DESIGN.md §5). Raises :class:`ReportError` if it has no points."""
+    """Read a results directory (DESIGN.md §5). Raises :class:`ReportError` if it has no points,
+    or when a run wrote it (its marker is there) but did not finish (no valid manifest)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ReportError(f"{out_dir}: no such results directory (run moesim run first)")
     path = out_dir / "results.parquet"
     if not path.exists():
         raise ReportError(f"{out_dir}: no results.parquet (run moesim run first)")
+    if (out_dir / MARKER).exists() and read_manifest(out_dir) is None:
+        raise ReportError(
+            f"{out_dir}: its run did not finish (no {MANIFEST}, or its tables changed since); "
+            "rerun the same 'moesim run' with --resume"
+        )
     try:
         results, schema = read_results(path)
     except SchemaError as err:
@@ -202,7 +218,7 @@ def load_results(out_dir: Path) -> Results:
             loaded = None
         experiment = loaded if isinstance(loaded, dict) else {}
     keep = pd.Index(ok["point"])
-    return Results(
+    res = Results(
         out_dir=out_dir,
         experiment=experiment,
         ok=ok,
@@ -212,10 +228,17 @@ def load_results(out_dir: Path) -> Results:
         transports=list(dict.fromkeys(results["transport"])),
         flows=_restrict(_read(out_dir / "flows.parquet", ["point", "start", "end"]), keep),
         links=_restrict(_read(out_dir / "links.parquet"), keep),
-        ops=_restrict(_read(out_dir / "ops.parquet"), keep),
-        timeline=_restrict(_read(out_dir / "timeline.parquet"), keep),
-        gpu_load=_restrict(_read(out_dir / "gpu_load.parquet"), keep),
+        ops=None,
+        timeline=None,
+        gpu_load=None,
     )
+    # the per-point tables only for the points the per-point figures offer (choose_points): a
+    # sweep of 10,000 points reads 50 points' timelines, not 10,000
+    chosen = [int(p) for p in choose_points(res)["point"]]
+    per_point = {
+        name: _read(out_dir / f"{name}.parquet", points=chosen) for name in ("ops", "timeline", "gpu_load")
+    }
+    return dataclasses.replace(res, **per_point)
 
 
 # ------------------------------------------------------------------------------------ units and labels

@@ -11,14 +11,17 @@ Layout::
                            (point, link, name, kind, t_start, t_end, utilization)
     DIR/gpu_load.parquet   per MoE point, layer and GPU (point, layer, gpu, tokens)
     DIR/experiment.yaml    the experiment as run, with the moesim version
-    DIR/points/NNNNN/      each point's own tables and its resolved config, written as it finishes
+    DIR/manifest.json      written last by :func:`combine`: the combined tables with their rows,
+                           bytes and SHA-256, and the report; a folder without it is not finished
+    DIR/points/            the finished points in chunks, each with its record
+                           (:mod:`experiments.point_store`)
     DIR/.moesim-run.json   which experiment the directory holds (name, hash of its config), written
                            before the first point
+    DIR/.moesim-lock       held (``flock``) by the run writing the directory (:mod:`experiments.run_lock`)
 
-A point's directory is written under a temporary name and renamed when complete, so it exists
-only whole: ``--resume`` skips points whose directory exists and whose config is unchanged. The
-combined tables are rebuilt from the point directories at the end of a run, each written to a
-temporary file and renamed.
+:func:`combine` rebuilds the combined tables from the verified chunks in point order, streaming
+(a few chunks in memory at a time), each table to a temporary file and renamed; it removes the
+manifest first and writes it last, so the tables of a folder with a manifest are one finished set.
 
 A directory holds one experiment: :func:`claim` refuses one that holds another experiment's
 results unless told to replace them (``--force``), and one that holds the same experiment's
@@ -29,28 +32,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
+from collections.abc import Callable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
 from experiments.arguments import UsageError
-from experiments.config import Experiment, Plan
+from experiments.config import Plan
+from experiments.point_store import TABLES, Scan, StoreDamage, iter_rows, point_hash, scan, schema_of
 from experiments.results_schema import ResultsSchema, describe_columns, write_results
-from experiments.runner import PointResult
-from pages.files import umask, write_atomic
+from experiments.run_lock import LOCK
+from pages.files import write_atomic
 
-TABLES = ("results", "flows", "links", "ops", "timeline", "gpu_load")
 MARKER = ".moesim-run.json"
 """The file naming the experiment a results directory holds."""
-OWNED = ("points", "placements", "experiment.yaml", "report.html", "plotly.min.js", MARKER)
+MANIFEST = "manifest.json"
+"""Written last by :func:`combine`: the folder's tables are complete and verified."""
+OWNED = ("points", "placements", "experiment.yaml", "report.html", "plotly.min.js", MARKER, MANIFEST)
 """What ``--force`` removes (with every top-level ``*.parquet`` and moesim's temporary files)."""
+_ROWS_PER_WRITE = 1 << 16
 
 
 class StoreError(RuntimeError):
@@ -63,46 +69,6 @@ def moesim_version() -> str:
         return version("moesim")
     except PackageNotFoundError:
         return "dev"
-
-
-def point_dir(out: Path, index: int) -> Path:
-    return Path(out) / "points" / f"{index:05d}"
-
-
-def point_key(point: Experiment) -> str:
-    """What must be unchanged for a saved point to count as done: its resolved config."""
-    return point.model_dump_json()
-
-
-def save_point(out: Path, result: PointResult, point: Experiment) -> None:
-    """Write one point's row and tables to ``DIR/points/NNNNN/``, atomically."""
-    final = point_dir(out, int(result.row["point"]))
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
-    try:
-        pd.DataFrame([result.row]).to_parquet(staging / "results.parquet", index=False)
-        for name, table in result.tables.items():
-            table.to_parquet(staging / f"{name}.parquet", index=False)
-        (staging / "point.json").write_text(json.dumps({"key": point_key(point)}))
-        staging.chmod(0o777 & ~umask())
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def saved_ok(out: Path, index: int, point: Experiment) -> bool:
-    """Whether point ``index`` is saved whole and readable, succeeded and was run with the same config."""
-    folder = point_dir(out, index)
-    try:
-        key = json.loads((folder / "point.json").read_text())["key"]
-        row = pd.read_parquet(folder / "results.parquet")
-        for table in folder.glob("*.parquet"):  # a damaged table makes the point run again
-            pq.read_metadata(table)
-    except (OSError, ValueError, KeyError):  # pyarrow's errors are ValueError or OSError
-        return False
-    return key == point_key(point) and row["error"].isna().all()
 
 
 def config_hash(raw: dict[str, Any]) -> str:
@@ -138,6 +104,8 @@ def _remove_results(out: Path) -> None:
     for entry in out.iterdir():
         name = entry.name
         temporary = name.startswith(".") and any(name.startswith(f".{owned}") for owned in (*OWNED, *TABLES))
+        if name == LOCK:
+            continue  # held by this run
         if name in OWNED or name.endswith(".parquet") or temporary:
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -145,7 +113,14 @@ def _remove_results(out: Path) -> None:
                 entry.unlink()
 
 
-def claim(out: Path, name: str, raw: dict[str, Any], resume: bool = False, force: bool = False) -> None:
+def claim(
+    out: Path,
+    name: str,
+    raw: dict[str, Any],
+    resume: bool = False,
+    force: bool = False,
+    check_only: bool = False,
+) -> None:
     """Make ``out`` the results directory of experiment ``name`` (file data ``raw``) before it runs.
 
     A missing or empty directory is taken as it is. One holding results of the same experiment
@@ -155,12 +130,15 @@ def claim(out: Path, name: str, raw: dict[str, Any], resume: bool = False, force
     Point directories of an unnamed experiment (written before markers existed) can be resumed:
     each saved point's own config decides whether it is done.
 
+    ``check_only`` raises what it would raise but writes and removes nothing (run before the
+    directory is locked, so a refused run leaves no trace in it).
+
     Raises:
         UsageError: the directory cannot be used (one line naming ``--out`` and the fix).
     """
     out = Path(out)
     digest = config_hash(raw)
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(entry.name != LOCK for entry in out.iterdir()):
         held = _held(out)
         if held is None:
             raise UsageError(
@@ -168,7 +146,9 @@ def claim(out: Path, name: str, raw: dict[str, Any], resume: bool = False, force
             )
         same = held["name"] == name and held["hash"] == digest
         unknown = held["name"] is None
-        if force:
+        if force and check_only:
+            pass
+        elif force:
             try:
                 _remove_results(out)
             except OSError as err:
@@ -186,6 +166,8 @@ def claim(out: Path, name: str, raw: dict[str, Any], resume: bool = False, force
                 f"--out {out}: already holds results of {what} "
                 "(use --resume to continue the same experiment, or --force to replace them)"
             )
+    if check_only:
+        return
     out.mkdir(parents=True, exist_ok=True)
     marker = {"name": name, "hash": digest, "moesim_version": moesim_version()}
     write_atomic(out / MARKER, lambda tmp: tmp.write_text(json.dumps(marker) + "\n"))
@@ -207,39 +189,142 @@ def results_schema(plan: Plan, columns: list[str]) -> ResultsSchema:
     )
 
 
-def combine(out: Path, plan: Plan) -> pd.DataFrame:
-    """Rebuild the combined tables and ``experiment.yaml`` from the point directories; the results
-    table carries its schema (:func:`results_schema`).
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with exactly ``schema``'s columns (missing ones null, types promoted)."""
+    columns = []
+    for f in schema:
+        if f.name in table.column_names:
+            column = table.column(f.name)
+            columns.append(column if column.type == f.type else column.cast(f.type))
+        else:
+            columns.append(pa.nulls(table.num_rows, f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
-    Raises:
-        StoreError: a saved point's table cannot be read.
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stream_table(target: Path, pieces: Iterator[pa.Table], schema: pa.Schema) -> None:
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            pending: list[pa.Table] = []
+            rows, wrote = 0, False
+            for piece in pieces:
+                pending.append(_conform(piece, schema))
+                rows += piece.num_rows
+                if rows >= _ROWS_PER_WRITE:
+                    writer.write_table(pa.concat_tables(pending))
+                    pending, rows, wrote = [], 0, True
+            if pending or not wrote:
+                writer.write_table(pa.concat_tables(pending) if pending else schema.empty_table())
+
+    write_atomic(target, write)
+
+
+def verified_points(out: Path, plan: Plan) -> Scan:
+    """Every point of ``plan`` saved, verified; raises :class:`StoreError` (one line) when one is
+    missing or a chunk holding one is damaged."""
+    found = scan(out, [point_hash(point) for _, point in plan.points])
+    missing = [index for index in range(len(plan.points)) if index not in found.saved]
+    if missing:
+        problem = found.problems[0] if found.problems else f"point {missing[0]} is not saved"
+        more = f" ({len(missing)} points not saved)" if len(missing) > 1 else ""
+        raise StoreError(f"cannot combine the results in {out}: {problem}{more}")
+    return found
+
+
+def combine(out: Path, plan: Plan, progress: Callable[[str], None] | None = None) -> pd.DataFrame:
+    """Rebuild the combined tables, ``experiment.yaml`` and the manifest from the verified chunks,
+    in point order; the results table carries its schema (:func:`results_schema`).
+
+    ``progress`` is told each table's name as it starts. Raises :class:`StoreError` when a point is
+    not saved or its chunk is damaged (nothing is written then), OSError when a write fails (the
+    manifest is absent until everything is written).
     """
     out = Path(out)
-    raw, n_points = plan.raw, len(plan.points)
-    parts: dict[str, list[pd.DataFrame]] = {name: [] for name in TABLES}
-    for index in range(n_points):
-        folder = point_dir(out, index)
-        for name in TABLES:
-            path = folder / f"{name}.parquet"
-            if path.exists():
-                try:
-                    parts[name].append(pd.read_parquet(path))
-                except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-                    reason = " ".join(str(err).split())[:200] or type(err).__name__
-                    raise StoreError(f"cannot read the saved point {path} ({reason})") from None
-    for name, frames in parts.items():
+    found = verified_points(out, plan)
+    order = [found.saved[index] for index in range(len(plan.points))]
+    used = {saved.chunk for saved in order}
+    (out / MANIFEST).unlink(missing_ok=True)
+    results = None
+    for name in TABLES:
+        if progress is not None:
+            progress(name)
         target = out / f"{name}.parquet"
-        if frames and name == "results":
-            table = pd.concat(frames, ignore_index=True)
-            schema = results_schema(plan, list(table.columns))
-            write_atomic(target, lambda tmp, table=table, schema=schema: write_results(table, tmp, schema))
-        elif frames:
-            table = pd.concat(frames, ignore_index=True)
-            write_atomic(target, lambda tmp, table=table: table.to_parquet(tmp, index=False))
-        elif target.exists():
-            target.unlink()
-    resolved = {"moesim_version": moesim_version(), **raw}
+        schemas = [
+            schema_of(found.chunks[c].tables[name]["schema"])
+            for c in sorted(used)
+            if name in found.chunks[c].tables
+        ]
+        if not schemas:
+            target.unlink(missing_ok=True)
+            continue
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+        try:
+            pieces = iter_rows(found.chunks, iter(order), name)
+            if name == "results":
+                table = pa.concat_tables([_conform(piece, schema) for piece in pieces])
+                results = table.to_pandas()
+                meta = results_schema(plan, list(results.columns))
+                write_atomic(target, lambda tmp, frame=results, meta=meta: write_results(frame, tmp, meta))
+            else:
+                _stream_table(target, pieces, schema)
+        except StoreDamage as err:  # changed on disk since the scan
+            raise StoreError(f"cannot combine the results in {out}: {err}") from None
+    resolved = {"moesim_version": moesim_version(), **plan.raw}
     write_atomic(
         out / "experiment.yaml", lambda tmp: tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
     )
-    return pd.read_parquet(out / "results.parquet")
+    tables = {}
+    for name in TABLES:
+        path = out / f"{name}.parquet"
+        if path.exists():
+            tables[name] = {
+                "rows": pq.read_metadata(path).num_rows,
+                "bytes": path.stat().st_size,
+                "sha256": _sha256(path),
+            }
+    manifest = {
+        "format": 1,
+        "experiment": plan.experiment.name,
+        "hash": config_hash(plan.raw),
+        "moesim_version": moesim_version(),
+        "points": len(order),
+        "failed": sum(saved.failed for saved in order),
+        "tables": tables,
+        "report": None,
+    }
+    _write_manifest(out, manifest)
+    pa.default_memory_pool().release_unused()  # give the streamed tables' memory back
+    assert results is not None
+    return results
+
+
+def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    write_atomic(out / MANIFEST, lambda tmp: tmp.write_text(json.dumps(manifest, indent=1) + "\n"))
+
+
+def read_manifest(out: Path) -> dict[str, Any] | None:
+    """The folder's manifest when its run finished and its tables are the ones it lists (by size);
+    None otherwise."""
+    try:
+        manifest = json.loads((Path(out) / MANIFEST).read_text())
+        for name, entry in manifest["tables"].items():
+            if (Path(out) / f"{name}.parquet").stat().st_size != entry["bytes"]:
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return manifest
+
+
+def note_report(out: Path, report: Path) -> None:
+    """Record in the manifest that ``report`` was written from these tables."""
+    manifest = read_manifest(out)
+    if manifest is not None:
+        manifest["report"] = Path(report).name
+        _write_manifest(out, manifest)

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -18,9 +18,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from experiments import cli, execute, runner, store
+from experiments import cli, execute, point_store, runner, store
 from experiments.arguments import UsageError
 from experiments.cli import main
+from experiments.config import load_experiment
 from experiments.output_dir import check_output_dir, check_output_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,18 @@ SWEEP3 = {"transport": ["ecmp", "spray", "ethereal"]}
 
 def run(exp: Path, out: Path, *extra: str) -> int:
     return main(["run", str(exp), "--out", str(out), "--workers", "1", *extra])
+
+
+def saved(out: Path, exp: Path) -> list[int]:
+    """The points of ``exp`` saved (and verified) in ``out``."""
+    hashes = [point_store.point_hash(point) for _, point in load_experiment(exp).points]
+    return sorted(point_store.scan(out, hashes).saved)
+
+
+@pytest.fixture
+def chunk_per_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every finished point is written at once, in its own chunk."""
+    monkeypatch.setattr(point_store, "CHUNK_SECONDS", 0.0)
 
 
 def one_error_line(err: str) -> str:
@@ -120,9 +133,11 @@ def test_force_removes_the_old_results(tmp_path: Path, capsys: pytest.CaptureFix
     out = tmp_path / "out"
     assert run(experiment(tmp_path, "first", sweep=SWEEP3), out) == 0
     (out / "notes.txt").write_text("mine")  # not moesim's: kept
-    (out / "points" / "00042").mkdir()  # a stale point of some older run
-    assert run(experiment(tmp_path, "second", "other.yaml"), out, "--force") == 0
-    assert sorted(p.name for p in (out / "points").iterdir()) == ["00000"]
+    (out / "points" / "00042").mkdir()  # a stale point of an older moesim
+    other = experiment(tmp_path, "second", "other.yaml")
+    assert run(other, out, "--force") == 0
+    assert sorted(p.name for p in (out / "points").iterdir()) == ["chunk-000000.data", "chunk-000000.json"]
+    assert saved(out, other) == [0]
     results = pd.read_parquet(out / "results.parquet")
     assert results["point"].tolist() == [0]
     assert yaml.safe_load((out / "experiment.yaml").read_text())["name"] == "second"
@@ -268,16 +283,19 @@ def test_output_checks_leave_nothing_behind(tmp_path: Path) -> None:
 
 
 def _fail_second_save(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
-    real = execute.save_point
+    """The second chunk written raises ``error`` (with one chunk per point: the second point)."""
+    monkeypatch.setattr(point_store, "CHUNK_SECONDS", 0.0)
+    real = point_store.ChunkWriter.flush
     calls = []
 
-    def save(out: Path, result: Any, point: Any) -> None:
-        calls.append(1)
-        if len(calls) == 2:
-            raise error
-        real(out, result, point)
+    def flush(self: point_store.ChunkWriter) -> int:
+        if self.buffered:
+            calls.append(1)
+            if len(calls) >= 2:  # and stays so (a full disk)
+                raise error
+        return real(self)
 
-    monkeypatch.setattr(execute, "save_point", save)
+    monkeypatch.setattr(point_store.ChunkWriter, "flush", flush)
 
 
 def test_disk_full_exits_3_and_keeps_finished_points(
@@ -288,10 +306,10 @@ def test_disk_full_exits_3_and_keeps_finished_points(
     _fail_second_save(monkeypatch, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     assert run(exp, out) == 3
     line = one_error_line(capsys.readouterr().err)
-    assert "cannot save point 1" in line and "No space left on device" in line
+    assert f"cannot save points in {out}" in line and "No space left on device" in line
     assert "1 of 3 points are saved" in line and "--resume" in line
-    assert sorted(p.name for p in (out / "points").iterdir()) == ["00000"]
-    assert not (out / "results.parquet").exists()
+    assert saved(out, exp) == [0]
+    assert not (out / "results.parquet").exists() and not (out / store.MANIFEST).exists()
     monkeypatch.undo()
     assert run(exp, out, "--resume") == 0
     assert "3 points: 2 run, 1 already done, 0 failed" in capsys.readouterr().out
@@ -307,6 +325,9 @@ class _BrokenPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        pass
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         pass
 
     def submit(self, fn: Any, task: Any) -> Future:
@@ -326,7 +347,14 @@ def test_a_lost_worker_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     assert main(["run", str(exp), "--out", str(out), "--workers", "2"]) == 3
     line = one_error_line(capsys.readouterr().err)
     assert "a worker process was lost (BrokenProcessPool" in line and "--resume" in line
-    assert (out / "points" / "00000").is_dir() and not (out / "points" / "00001").exists()
+    assert "1 of 3 points are saved" in line and saved(out, exp) == [0]
+
+
+class _DaskFuture(Future):
+    """A finished future with Dask's ``release``."""
+
+    def release(self) -> None:
+        pass
 
 
 class _FakeDaskClient:
@@ -341,7 +369,7 @@ class _FakeDaskClient:
     def submit(self, fn: Any, task: Any, pure: bool = True) -> Future:
         from distributed.comm import CommClosedError
 
-        future: Future = Future()
+        future: Future = _DaskFuture()
         self.submitted += 1
         if self.submitted == 2:
             future.set_exception(CommClosedError("in <TCP (closed) ConnectionPool.gather>: Stream is closed"))
@@ -356,45 +384,53 @@ class _FakeDaskClient:
 def test_a_lost_dask_scheduler_exits_3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     distributed = pytest.importorskip("dask.distributed")
     monkeypatch.setattr(distributed, "Client", _FakeDaskClient)
-    monkeypatch.setattr(distributed, "as_completed", lambda futures: list(futures))
+    monkeypatch.setattr(distributed, "wait", lambda fs, timeout, return_when: wait(fs, timeout, return_when))
     out = tmp_path / "out"
     exp = experiment(tmp_path, sweep=SWEEP3)
     argv = ["run", str(exp), "--out", str(out), "--executor", "dask", "--scheduler", "tcp://nowhere:8786"]
     assert main(argv) == 3
     line = one_error_line(capsys.readouterr().err)
     assert "the Dask cluster lost a point (CommClosedError" in line and "--resume" in line
-    assert sorted(p.name for p in (out / "points").iterdir()) == ["00000"]
+    assert "1 of 3 points are saved" in line and saved(out, exp) == [0]
 
 
 def test_an_unreadable_saved_point_exits_3_and_resume_reruns_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    real = execute.save_point
+    monkeypatch.setattr(point_store, "CHUNK_SECONDS", 0.0)
+    real = point_store.ChunkWriter.flush
 
-    def save_then_damage_point_0(out: Path, result: Any, point: Any) -> None:
-        real(out, result, point)
-        if result.row["point"] == 1:
-            (store.point_dir(out, 0) / "links.parquet").write_bytes(b"PAR1 truncated")
+    def flush_then_damage_the_first_chunk(self: point_store.ChunkWriter) -> int:
+        written = real(self)
+        if self.next == 2 and written:  # the second chunk is written: damage the first
+            with open(self.folder / "chunk-000000.data", "r+b") as data:
+                data.seek(100)
+                data.write(b"garbage")
+        return written
 
-    monkeypatch.setattr(execute, "save_point", save_then_damage_point_0)
+    monkeypatch.setattr(point_store.ChunkWriter, "flush", flush_then_damage_the_first_chunk)
     out = tmp_path / "out"
     exp = experiment(tmp_path, sweep=SWEEP2)
     assert run(exp, out) == 3
     line = one_error_line(capsys.readouterr().err)
-    assert "cannot read the saved point" in line and "00000" in line and "--resume" in line
+    assert "cannot combine the results" in line and "chunk-000000 is damaged" in line and "--resume" in line
+    assert not (out / store.MANIFEST).exists()
     monkeypatch.undo()
     assert run(exp, out, "--resume") == 0  # the damaged point does not count as done
-    assert "2 points: 1 run, 1 already done, 0 failed" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "2 points: 1 run, 1 already done, 0 failed" in captured.out
+    assert "chunk-000000 is damaged" in captured.err and "point 0 run again" in captured.err
     assert len(pd.read_parquet(out / "links.parquet")["point"].unique()) == 2
 
 
 def test_interrupt_exits_130_naming_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     _fail_second_save(monkeypatch, KeyboardInterrupt())
     out = tmp_path / "out"
-    assert run(experiment(tmp_path, sweep=SWEEP2), out) == 130
+    exp = experiment(tmp_path, sweep=SWEEP2)
+    assert run(exp, out) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--resume" in err
-    assert (out / "points" / "00000").is_dir()
+    assert saved(out, exp) == [0]
 
 
 def test_a_failed_point_exits_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -535,7 +571,9 @@ def test_progress_lines_go_above_one_bar_and_end_with_a_summary(
     assert [int(re.fullmatch(pattern, line).group(1)) for line in writes] == [1, 2, 3, 4]  # type: ignore[union-attr]
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(
-        rf"4 points: 4 run, 0 already done, 0 failed in [\d.]+ s; report {out}/report.html", summary
+        rf"4 points: 4 run, 0 already done, 0 failed in [\d.]+ s \(combine [\d.]+ s, report [\d.]+ s\); "
+        rf"report {out}/report.html",
+        summary,
     )
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -117,40 +113,6 @@ def test_workers_and_dask_give_identical_results(tmp_path: Path) -> None:
             pd.read_parquet(tmp_path / "w1" / "flows.parquet"),
             pd.read_parquet(tmp_path / other / "flows.parquet"),
         )
-
-
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    topology = {**BASE["topology"], "leaves": 8, "spines": 8, "hosts_per_leaf": 4, "gpus_per_host": 4}
-    sweep = {"transport": ["ecmp", "split:4", "spray"], "seed": [0, 1, 2, 3, 4, 5]}
-    exp = write(tmp_path, sweep, topology=topology, record={"flows": False})
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments", "run", str(exp), "--out", str(killed), "--workers", "1"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list((killed / "points").glob("0*"))) < 3:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    saved = sorted(p.name for p in (killed / "points").glob("0*"))
-    assert 3 <= len(saved) < 18, "the run should have been killed mid-sweep"
-    assert not (killed / "results.parquet").exists()
-    before = {name: (killed / "points" / name / "results.parquet").stat().st_mtime_ns for name in saved}
-
-    plan = load_experiment(exp)
-    outcome = run_experiment(plan, killed, workers=1, resume=True)
-    assert outcome.skipped == len(saved) and outcome.ran == 18 - len(saved)
-    for name, mtime in before.items():  # finished points were not run again
-        assert (killed / "points" / name / "results.parquet").stat().st_mtime_ns == mtime
-
-    fresh = run_experiment(plan, tmp_path / "fresh", workers=1)
-    same_results(fresh.results, pd.read_parquet(killed / "results.parquet"))
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(tmp_path / "fresh" / "links.parquet"), pd.read_parquet(killed / "links.parquet")
-    )
 
 
 def test_a_failing_point_is_recorded_and_the_others_run(
