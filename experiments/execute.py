@@ -1,14 +1,18 @@
 """Execute a sweep: points on local processes or a Dask cluster, saved as they finish.
 
-Only this process writes files: workers return each point's tables, and the point is saved
-atomically here the moment it arrives. Interrupting a run (Ctrl-C, a crash) loses no finished
-point; ``resume=True`` skips saved points whose config is unchanged. Results do not depend on
-the executor or the number of workers: every point is simulated on its own.
+Only this process writes files: workers return each point's tables, and the points are saved
+here in chunks (:mod:`experiments.point_store`), each within about two seconds of its first point
+finishing. Ctrl-C or an error saves what has finished before stopping; a killed parent loses at
+most those last seconds. ``resume=True`` verifies the saved chunks and skips points saved,
+verified and succeeded with an unchanged config. Results do not depend on the executor, the
+number of workers or where a run was interrupted: every point is simulated on its own.
 
-Before anything runs, :func:`experiments.store.claim` makes sure the results directory holds no
-other experiment's results (:class:`~experiments.arguments.UsageError`, exit status 2). A failure
-of the run itself (saving a point, a lost worker or scheduler, reading the saved points back)
-raises :class:`RunError` (exit status 3): finished points stay saved for ``--resume``.
+Before anything runs the results directory is locked for this run
+(:class:`~experiments.run_lock.RunLock`) and :func:`experiments.store.claim` makes sure it holds
+no other experiment's results (:class:`~experiments.arguments.UsageError`, exit status 2). A
+failure of the run itself (saving points, a lost worker or scheduler, a damaged chunk, writing
+the combined tables) raises :class:`RunError` (exit status 3): finished points stay saved for
+``--resume``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from experiments.arguments import UsageError
 from experiments.config import ConfigError, Experiment, Plan
 from experiments.estimate import Estimate, available_memory, check_fits, check_workers_fit, needed_bytes
 from experiments.placing import presolve
-from experiments.point_store import TABLES, ChunkWriter, clean, discard, point_hash, scan
+from experiments.point_store import TABLES, ChunkWriter, clean, discard, migrate_legacy, point_hash, scan
 from experiments.run_lock import RunLock
 from experiments.runner import PointResult, run_point
 from experiments.store import StoreError, claim, combine, note_report
@@ -129,9 +133,16 @@ def _local(tasks: list[Task], workers: int) -> Generator[Item, None, None]:
     waiting = iter(tasks)
     running: dict[Any, Task] = {}
     finished = False
+
+    def submit(task: Task) -> None:
+        try:
+            running[pool.submit(_run, task)] = task
+        except BrokenExecutor as err:  # a worker died since the last result came back
+            raise _WorkerLost(f"a worker process was lost ({_reason(err)})") from err
+
     try:
         for task in itertools.islice(waiting, workers * IN_FLIGHT):
-            running[pool.submit(_run, task)] = task
+            submit(task)
         while running:
             done, _ = wait(running, timeout=TICK_S, return_when=FIRST_COMPLETED)
             if not done:
@@ -145,7 +156,7 @@ def _local(tasks: list[Task], workers: int) -> Generator[Item, None, None]:
                     raise _WorkerLost(f"a worker process was lost ({_reason(err)})") from err
                 following = next(waiting, None)
                 if following is not None:
-                    running[pool.submit(_run, following)] = following
+                    submit(following)
                 yield task, result
         finished = True
     finally:
@@ -316,6 +327,9 @@ def run_experiment(
             say(lock.note)
         claim(out, plan.experiment.name, plan.raw, resume=resume, force=force)
         lock.announce()
+        moved = migrate_legacy(out, [point for _, point in plan.points]) if resume else None
+        if moved:
+            say(moved)
         for line in clean(out):
             say(line)
         return _execute(plan, out, workers, executor, scheduler, resume, on_point, estimates, report, say)

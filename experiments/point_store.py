@@ -372,6 +372,47 @@ def discard(found: Scan) -> None:
                 pass
 
 
+def migrate_legacy(out: Path, points: Sequence[Experiment]) -> str | None:
+    """Move the points an older moesim saved one folder each (``DIR/points/NNNNN/``: its tables
+    and ``point.json`` with the point's config) into chunks when their config is this plan's, and
+    remove those folders; return a line saying so (None when there were none). A folder that does
+    not read, or holds another config, is dropped: its point runs again."""
+    folder = points_dir(out)
+    if not folder.is_dir():
+        return None
+    legacy = sorted(e for e in folder.iterdir() if e.is_dir() and e.name.isdigit())
+    if not legacy:
+        return None
+    writer = ChunkWriter(out)
+    moved = 0
+    for entry in legacy:
+        index = int(entry.name)
+        try:
+            key = json.loads((entry / "point.json").read_text())["key"]
+            if index >= len(points) or key != point_key(points[index]):
+                continue
+            row = pd.read_parquet(entry / "results.parquet").iloc[0].to_dict()
+            tables = {
+                t: pd.read_parquet(entry / f"{t}.parquet")
+                for t in TABLES[1:]
+                if (entry / f"{t}.parquet").exists()
+            }
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            continue
+        row = {k: (None if isinstance(v, float) and v != v and k == "error" else v) for k, v in row.items()}
+        writer.add(PointResult(row, tables), points[index])
+        moved += 1
+        if writer.due():
+            writer.flush()
+    writer.flush()
+    for entry in legacy:
+        shutil.rmtree(entry, ignore_errors=True)
+    dropped = len(legacy) - moved
+    return f"moved {moved} point{'s' if moved != 1 else ''} saved by an older moesim into chunks" + (
+        f"; {dropped} that did not read or had another config run again" if dropped else ""
+    )
+
+
 def clean(out: Path) -> list[str]:
     """Remove torn writes (``.data`` without a record, temporary records, partial folders of older
     moesim versions) and point folders of the older one-folder-per-point layout; return one line

@@ -176,14 +176,16 @@ def _restrict(table: pd.DataFrame | None, points: pd.Index) -> pd.DataFrame | No
 
 def load_results(out_dir: Path) -> Results:
     """Read a results directory (DESIGN.md §5). Raises :class:`ReportError` if it has no points,
-    or when a run wrote it (its marker is there) but did not finish (no valid manifest)."""
+    or when a run wrote it (its marker and chunks are there) but did not finish (no valid
+    manifest); a folder of an older moesim (one folder per point, no manifest) reads as before."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise ReportError(f"{out_dir}: no such results directory (run moesim run first)")
     path = out_dir / "results.parquet"
     if not path.exists():
         raise ReportError(f"{out_dir}: no results.parquet (run moesim run first)")
-    if (out_dir / MARKER).exists() and read_manifest(out_dir) is None:
+    chunked = (out_dir / "points").is_dir() and any((out_dir / "points").glob("chunk-*.json"))
+    if (out_dir / MARKER).exists() and chunked and read_manifest(out_dir) is None:
         raise ReportError(
             f"{out_dir}: its run did not finish (no {MANIFEST}, or its tables changed since); "
             "rerun the same 'moesim run' with --resume"

@@ -72,6 +72,14 @@ def _sortable(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
         return frame
 
 
+def _matches(column: pd.Series, value: Any) -> np.ndarray:
+    """``column == value``, with a missing value (None, NaN: e.g. ``algorithm: null``) equal to a
+    missing one, so a group whose parameter is null still finds its baseline."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return column.isna().to_numpy()
+    return (column == value).to_numpy()
+
+
 def compare(res: Results) -> pd.DataFrame:
     """One row per group and compared value: per metric the ratio to the baseline.
 
@@ -86,7 +94,7 @@ def compare(res: Results) -> pd.DataFrame:
     base_key = tuple(res.schema.baseline[c] for c in base_cols)
     is_base = np.ones(len(ok), dtype=bool)
     for column, value in zip(base_cols, base_key, strict=True):
-        is_base &= (ok[column] == value).to_numpy()
+        is_base &= _matches(ok[column], value)
     base = ok[is_base]
     rows = []
     by = groups or None
@@ -94,7 +102,7 @@ def compare(res: Results) -> pd.DataFrame:
         gkey = _key(gkey)
         reference = base
         for column, value in zip(groups, gkey, strict=True):
-            reference = reference[reference[column] == value]
+            reference = reference[_matches(reference[column], value)]
         if reference.empty:
             continue
         for vkey, compared in group[~group.index.isin(reference.index)].groupby(

@@ -294,3 +294,20 @@ def test_string_and_bool_parameters_are_groups(tmp_path: Path) -> None:
         "all_to_all · True",
     ]
     write_report(out)
+
+
+def test_headline_keeps_groups_whose_parameter_is_null(tmp_path: Path) -> None:
+    """``algorithm: null`` (moesim's own schedule) in a zip: its groups still find their baseline
+    (NaN never equals NaN, so a plain == dropped them from the headline)."""
+    points = [
+        {"transport": t, "workload.op": op, "workload.algorithm": algo, "seed": 0}
+        for op, algo in (("all_reduce", None), ("all_reduce", "hierarchical"), ("all_to_all", None))
+        for t in ("spray", "ecmp")
+    ]
+    out = make_results_dir(tmp_path, points, flows_per_point=10, failed=None)
+    res = load_results(out)
+    table = compare(res)
+    assert len(table) == 3  # one ecmp-vs-spray row per op × algorithm group
+    assert table["workload.algorithm"].isna().sum() == 2
+    fig = headline_section(res)[0].figure
+    assert len(fig.data[0].x) == 3

@@ -267,6 +267,14 @@ class _DaskProcesses:
             proc.wait()
 
 
+def _wait_for_a_saved_point(out: Path, exp: Path, timeout: float = 120) -> None:
+    """Until the run into ``out`` has saved its first chunk (so a kill lands part way)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not saved(out, exp):
+        time.sleep(0.05)
+    assert 0 < len(saved(out, exp)) < len(load_experiment(exp).points), "the kill must land part way"
+
+
 def test_dask_lost_worker_then_lost_scheduler(slow: tuple[Path, Path], tmp_path: Path) -> None:
     pytest.importorskip("dask.distributed")
     exp, reference = slow
@@ -277,7 +285,7 @@ def test_dask_lost_worker_then_lost_scheduler(slow: tuple[Path, Path], tmp_path:
         proc = moesim(
             "run", str(exp), "--out", str(out), "--executor", "dask", "--scheduler", cluster.address
         )
-        time.sleep(4.0)
+        _wait_for_a_saved_point(out, exp)
         cluster.workers[0].kill()
         code, _, err = finish(proc)
         assert code == 0, err
@@ -287,7 +295,7 @@ def test_dask_lost_worker_then_lost_scheduler(slow: tuple[Path, Path], tmp_path:
         proc = moesim(
             "run", str(exp), "--out", str(out), "--executor", "dask", "--scheduler", cluster.address
         )
-        time.sleep(4.0)
+        _wait_for_a_saved_point(out, exp)
         cluster.scheduler.kill()
         code, _, err = finish(proc)
     finally:
@@ -500,4 +508,29 @@ def test_a_dead_runs_lock_is_taken_over_with_one_line(
     err = capsys.readouterr().err
     assert f"the run of pid {holder.pid} on {socket.gethostname()}" in err and "taking over" in err
     assert json.loads((out / LOCK).read_text() or "{}") == {}  # let go at the end: empty again
+    assert_same(out, reference)
+
+
+def test_points_of_an_older_moesim_are_moved_into_chunks_on_resume(
+    fast: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A folder of the one-folder-per-point layout (``points/NNNNN/`` with ``point.json``) resumes
+    without running its points again, and its tables come out the same."""
+    exp, reference = fast
+    out = tmp_path / "out"
+    shutil.copytree(reference, out)
+    shutil.rmtree(out / "points")
+    (out / store.MANIFEST).unlink()
+    whole = {name: pd.read_parquet(reference / f"{name}.parquet") for name in TABLES}
+    for index, (_, point) in enumerate(load_experiment(exp).points):
+        folder = out / "points" / f"{index:05d}"
+        folder.mkdir(parents=True)
+        for name, frame in whole.items():
+            frame[frame["point"] == index].to_parquet(folder / f"{name}.parquet", index=False)
+        (folder / "point.json").write_text(json.dumps({"key": point_store.point_key(point)}))
+    assert main(["run", str(exp), "--out", str(out), "--workers", "1", "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "moved 6 points saved by an older moesim into chunks" in captured.err
+    assert "6 points: 0 run, 6 already done, 0 failed" in captured.out
+    assert not [p for p in (out / "points").iterdir() if p.is_dir()]
     assert_same(out, reference)

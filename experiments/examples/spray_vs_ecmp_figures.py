@@ -35,7 +35,11 @@ def load(out: Path) -> pd.DataFrame:
     """The study's results with a collective label and the slowdown against spray of the same point."""
     results = pd.read_parquet(out / "results.parquet")
     results = results[results["error"].isna()].copy()
-    algorithm = [None if pd.isna(a) else a for a in results["workload.algorithm"]]
+    # what each point ran (the YAML pins null, moesim's own schedule, so the resolved column says)
+    algorithm = [
+        None if op == "shift" else a
+        for op, a in zip(results["workload.op"], results["algorithm"], strict=True)
+    ]
     results["collective"] = [COLLECTIVES[key] for key in zip(results["workload.op"], algorithm, strict=True)]
     results["size_mib"] = results["workload.size"] / 2**20
     spray = results[results["transport"] == "spray"].set_index(["collective", "size_mib", "seed"])[
