@@ -17,7 +17,8 @@ few seconds of finished points, and 10,000 tiny points make a few hundred files,
 
 :func:`scan` verifies every chunk against its record (file size, each table's SHA-256, row
 counts) and every point against the plan (index in range, hash of its resolved config); a point
-is *saved* only when all of that holds. Damage is reported in one line per chunk and its points
+is *saved* only when all of that holds. Damage is reported in one line per point it holds (per chunk
+when its record is unreadable), and those points
 run again. When a point is in several chunks (it was rerun), the newest chunk has it.
 """
 
@@ -311,16 +312,19 @@ def _verify(folder: Path, record: Path) -> Chunk:
     return chunk
 
 
-def _its_points(record: Path) -> str:
-    """``points 4, 5, 9`` as a damaged chunk's record names them (``its points`` if it cannot)."""
+def _damage_lines(record: Path, reason: str) -> list[str]:
+    """One line per point of a damaged chunk, as its record names them; one line for the chunk
+    when the record itself cannot be read."""
+    name = record.name.replace(".json", "")
     try:
         indices = sorted(int(i) for i in json.loads(record.read_text())["index"])
     except (OSError, ValueError, KeyError, TypeError):
-        return "its points"
+        indices = []
     if not indices:
-        return "its points"
-    shown = ", ".join(map(str, indices[:8])) + (f" and {len(indices) - 8} more" if len(indices) > 8 else "")
-    return f"point{'s' if len(indices) > 1 else ''} {shown}"
+        return [f"{name} is damaged ({reason}); its points run again"]
+    return [
+        f"point {index}: {name}, which holds it, is damaged ({reason}); running it again" for index in indices
+    ]
 
 
 def scan(out: Path, hashes: Sequence[str]) -> Scan:
@@ -339,9 +343,7 @@ def scan(out: Path, hashes: Sequence[str]) -> Scan:
             chunk = _verify(folder, record)
         except (StoreDamage, OSError) as err:
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            found.problems.append(
-                f"{record.name.replace('.json', '')} is damaged ({reason}); {_its_points(record)} run again"
-            )
+            found.problems.extend(_damage_lines(record, reason))
             found.discard.append(record)
             continue
         if chunk.number != number:

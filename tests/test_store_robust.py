@@ -461,8 +461,11 @@ def test_damage_is_found_and_rerun(
     reruns = {"a copy of a chunk": 0, "torn record": 0, "a combined table lost": 0}.get(kind, 1)
     assert f"6 points: {reruns} run, {6 - reruns} already done, 0 failed" in captured.out
     if kind in ("truncated data", "garbage data", "another point's data", "garbage record", "missing data"):
-        named = "its points" if kind == "garbage record" else "point 2"
-        assert "chunk-000002 is damaged" in captured.err and f"{named} run again" in captured.err
+        if kind == "garbage record":
+            assert "chunk-000002 is damaged (" in captured.err and "its points run again" in captured.err
+        else:
+            assert "point 2: chunk-000002, which holds it, is damaged (" in captured.err
+            assert captured.err.count("\n") == 1  # one line per point (one point in this chunk)
     if kind.startswith("torn"):
         assert "removed 1 unfinished write of an interrupted run" in captured.err
     assert_same(out, reference)
