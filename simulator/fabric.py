@@ -56,6 +56,24 @@ class Flush(simpy.events.Event):
         env.schedule(self, LATE, delay)
 
 
+def _unique(values: np.ndarray) -> np.ndarray:
+    """``np.unique(values)`` (sorted distinct values), without its sort when there are 0 or 1
+    distinct values, the usual case per event (one group, one owner, one start time)."""
+    if values.size <= 1:
+        return values
+    first = values[0]
+    if (values == first).all():
+        return values[:1]
+    return np.unique(values)
+
+
+def _unique_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_counts=True)``, with the same fast path as :func:`_unique`."""
+    if values.size <= 1 or (values == values[0]).all():
+        return values[:1], np.full(min(values.size, 1), values.size, dtype=np.int64)
+    return np.unique(values, return_counts=True)
+
+
 def _efficiency_wait(
     spec: LeafSpine, same_host: np.ndarray, nbytes: np.ndarray, protocol: str | None
 ) -> np.ndarray:
@@ -172,7 +190,7 @@ class Fabric:
         latest = self._groups["latest"]
         remaining = self._groups["remaining"]
         np.maximum.at(latest, groups, times)
-        ids, counts = np.unique(groups, return_counts=True)
+        ids, counts = _unique_counts(groups)
         remaining[ids] -= counts
         empty = ids[remaining[ids] == 0]
         if empty.size == 0:
@@ -181,7 +199,7 @@ class Fabric:
         now = self.env.now
         self._dispatch(empty[when <= now])
         later = when > now
-        for moment in np.unique(when[later]):
+        for moment in _unique(when[later]):
             batch = empty[later][when[later] == moment]
             self.env.timeout(float(moment) - now).callbacks.append(lambda _event, b=batch: self._dispatch(b))
 
@@ -190,7 +208,7 @@ class Fabric:
         if groups.size == 0:
             return
         owner = np.searchsorted(self._owner_start, groups, side="right") - 1
-        for index in np.unique(owner):
+        for index in _unique(owner):
             start = int(self._owner_start[index])
             self._owner_done[index](groups[owner == index] - start)
 
@@ -276,7 +294,7 @@ class Fabric:
         ids = np.arange(rows.start, rows.stop, dtype=np.int64)
         if key is None:
             self.messages["key"][ids] = ids
-        for when in np.unique(start):
+        for when in _unique(start):
             batch = ids[start == when]
             when = float(when)
             if when not in self._pending:
@@ -414,7 +432,7 @@ class Fabric:
         self._dead += done.size
         finished = self._flow[done]
         self.flows["end"][finished] = self.env.now
-        owners, counts = np.unique(self.flows["message"][finished], return_counts=True)
+        owners, counts = _unique_counts(self.flows["message"][finished])
         pending = self.messages["pending"]
         pending[owners] -= counts
         if 2 * self._dead > self._alive.size:
