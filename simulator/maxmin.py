@@ -147,13 +147,20 @@ def resolve_above(
     hops = paths.shape[1]
     full = level <= 0.0
     cut = level * (1.0 - 1e-9)
-    chosen = np.empty(n, np.int64)
+    m = 0
+    for f in range(n):
+        if alive[f] and (full or rate[f] >= cut):
+            m += 1
+    if m == 0 and not full:  # nothing at or above the level: every rate stands (same load, no fill)
+        load[:] = capacity - (capacity - load)
+        return 0
+    chosen = np.empty(m, np.int64)
     m = 0
     for f in range(n):
         if alive[f] and (full or rate[f] >= cut):
             chosen[m] = f
             m += 1
-    flows = chosen[:m]
+    flows = chosen
     if full:
         residual = capacity.copy()
     else:

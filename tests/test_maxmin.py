@@ -296,3 +296,34 @@ def test_bytes_are_conserved(transport: str, pattern: str) -> None:
     assert np.all(np.isfinite(messages["end"])) and np.all(messages["end"] >= messages["start"])
     assert np.all(np.isfinite(flows["end"])) and np.all(flows["end"] >= flows["start"])
     assert result.completion_time == pytest.approx(messages["end"].max(), rel=1e-12)
+
+
+def test_resolve_above_a_level_no_flow_reaches_keeps_every_rate() -> None:
+    """The fastest flow leaves and no other flow's rate is at its level: nothing is re-filled, the
+    rates and finish times stand, and the load is what the general path computes (bit for bit)."""
+    # links: 0 capacity 10 (flows 0, 1), 1 capacity 100 (flow 2 alone, the fastest)
+    paths = np.array([[0, -1], [0, -1], [1, -1]], dtype=np.int32)
+    capacity = np.array([10.0, 100.0])
+    state = solve_all(paths, capacity, np.array([5.0, 5.0, 7.0]))
+    assert state["rate"].tolist() == [5.0, 5.0, 100.0]
+    fastest = np.array([2])
+    level = remove_flows(
+        paths, state["alive"], state["rate"], state["load"], state["count"], state["finish"], fastest
+    )
+    before = {k: v.copy() for k, v in state.items()}
+    solved = resolve_above(
+        paths,
+        state["alive"],
+        state["rate"],
+        state["load"],
+        capacity,
+        level,
+        state["left"],
+        state["anchor"],
+        state["finish"],
+        0.07,
+    )
+    assert solved == 0
+    for key in ("rate", "finish", "left", "anchor", "alive"):
+        np.testing.assert_array_equal(state[key], before[key])
+    np.testing.assert_array_equal(state["load"], capacity - (capacity - before["load"]))
