@@ -123,20 +123,24 @@ def solve_all(paths: np.ndarray, capacity: np.ndarray, size: np.ndarray) -> dict
         "anchor": np.zeros(n),
         "finish": np.full(n, np.inf),
     }
-    solved = resolve_above(
+    assert resolve_state(paths, capacity, state, 0.0, 0.0) == n
+    return state
+
+
+def resolve_state(paths: np.ndarray, capacity: np.ndarray, state: dict, level: float, now: float) -> int:
+    """:func:`resolve_above` on the arrays of ``state`` (changed in place)."""
+    return resolve_above(
         paths,
         state["alive"],
         state["rate"],
         state["load"],
         capacity,
-        0.0,
+        level,
         state["left"],
         state["anchor"],
         state["finish"],
-        0.0,
+        now,
     )
-    assert solved == n
-    return state
 
 
 @FAST
@@ -311,18 +315,7 @@ def test_resolve_above_a_level_no_flow_reaches_keeps_every_rate() -> None:
         paths, state["alive"], state["rate"], state["load"], state["count"], state["finish"], fastest
     )
     before = {k: v.copy() for k, v in state.items()}
-    solved = resolve_above(
-        paths,
-        state["alive"],
-        state["rate"],
-        state["load"],
-        capacity,
-        level,
-        state["left"],
-        state["anchor"],
-        state["finish"],
-        0.07,
-    )
+    solved = resolve_state(paths, capacity, state, level, 0.07)
     assert solved == 0
     for key in ("rate", "finish", "left", "anchor", "alive"):
         np.testing.assert_array_equal(state[key], before[key])
