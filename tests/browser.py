@@ -5,6 +5,7 @@ Needs Debian's ``chromium`` and ``chromium-driver`` and ``pip install selenium``
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -79,3 +80,27 @@ def headless_chromium(
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+REQUIRED = os.environ.get("MOESIM_REQUIRE_BROWSER") == "1"
+"""Set by .ci/run: there a missing browser is a failure, not a skip."""
+
+
+def missing(reason: str) -> None:
+    """In a browser test: skip (the whole module, when called at import) saying what is missing,
+    or fail under :data:`REQUIRED`."""
+    import pytest
+
+    if REQUIRED:
+        pytest.fail(f"MOESIM_REQUIRE_BROWSER=1 but {reason}")
+    pytest.skip(reason, allow_module_level=True)
+
+
+def browser_driver() -> Iterator[Any]:
+    """The browser tests' ``driver`` fixture body: a headless Chromium with console logging, or
+    :func:`missing` saying what is missing."""
+    try:
+        with headless_chromium() as drv:
+            yield drv
+    except BrowserMissing as err:
+        missing(str(err))

@@ -9,9 +9,8 @@ Needs Chromium, its driver and selenium (Debian: ``apt-get install chromium chro
 from __future__ import annotations
 
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,13 @@ from pages.explorer import explorer_html
 from pages.html import page_html
 
 sys.path.insert(0, str(Path(__file__).parent))
-from browser import BrowserMissing, headless_chromium  # noqa: E402
+from browser import browser_driver, missing  # noqa: E402
 from test_explorer import MIB, SPECS, synthetic_table  # noqa: E402
-
-REQUIRED = os.environ.get("MOESIM_REQUIRE_BROWSER") == "1"
-"""Set by .ci/run: there a missing browser is a failure, not a skip."""
-
-
-def _missing(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"MOESIM_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason, allow_module_level=True)
-
 
 try:
     import selenium  # noqa: F401  (the imports below need it)
 except ImportError:
-    _missing("selenium is not installed (pip install selenium)")
+    missing("selenium is not installed (pip install selenium)")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
@@ -51,14 +40,7 @@ TRACES_JS = (
 )
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    """A headless Chromium with browser-console logging, or a skip saying what is missing."""
-    try:
-        with headless_chromium() as drv:
-            yield drv
-    except BrowserMissing as err:
-        _missing(str(err))
+driver = pytest.fixture(scope="module", name="driver")(browser_driver)
 
 
 @pytest.fixture()

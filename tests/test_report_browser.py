@@ -8,10 +8,8 @@ Needs Chromium, its driver and selenium (Debian: ``apt-get install chromium chro
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +21,21 @@ from experiments.report import DIV_IDS, write_report
 from experiments.results_schema import read_results
 
 sys.path.insert(0, str(Path(__file__).parent))
-from browser import BrowserMissing, headless_chromium  # noqa: E402
+from browser import browser_driver, missing  # noqa: E402
 from report_fixture import make_results_dir  # noqa: E402
 
 PAGE_KEYS = [k for k in DIV_IDS if k not in ("explorer", "moe_phases", "moe_tokens", "moe_cross_host")]
 """The figures of a (non-MoE) report drawn with Plotly.newPlot."""
 MOE_KEYS = ["headline", "moe_phases", "moe_tokens", "moe_cross_host", "gantt"]
 
-REQUIRED = os.environ.get("MOESIM_REQUIRE_BROWSER") == "1"
-"""Set by .ci/run: there a missing browser is a failure, not a skip."""
-
-
-def _missing(reason: str) -> None:
-    if REQUIRED:
-        pytest.fail(f"MOESIM_REQUIRE_BROWSER=1 but {reason}")
-    pytest.skip(reason, allow_module_level=True)
-
-
 try:
     import selenium  # noqa: F401  (the imports below need it)
 except ImportError:
-    _missing("selenium is not installed (pip install selenium)")
+    missing("selenium is not installed (pip install selenium)")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
-
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    """A headless Chromium with browser-console logging, or a skip saying what is missing."""
-    try:
-        with headless_chromium() as drv:
-            yield drv
-    except BrowserMissing as err:
-        _missing(str(err))
+driver = pytest.fixture(scope="module", name="driver")(browser_driver)
 
 
 @pytest.fixture(scope="module")
