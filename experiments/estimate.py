@@ -231,22 +231,10 @@ def _collective_bound(point: Experiment) -> tuple[int, int, int, int, str]:
 def _schedule(topology: str, workload: str, seed: int) -> Schedule:
     """A collective point's schedule, by its topology and workload (as JSON) and seed: the points
     of a sweep over transports or record settings share it."""
-    from workloads.collectives import collective_schedule
+    from experiments.runner import workload_schedule
 
     spec = TopologyConfig.model_validate_json(topology).spec()
-    work = CollectiveWorkload.model_validate_json(workload)
-    return collective_schedule(
-        spec,
-        work.op,
-        float(work.size),
-        algorithm=work.algorithm,
-        ranks=work.ranks,
-        k=work.k,
-        seed=seed,
-        protocol=work.protocol,
-        channels=work.channels,
-        qps=work.qps_per_connection,
-    )
+    return workload_schedule(spec, CollectiveWorkload.model_validate_json(workload), seed)
 
 
 @functools.lru_cache(maxsize=64)

@@ -17,14 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.config import ConfigError, Experiment, placement_method
+from experiments.config import CollectiveWorkload, ConfigError, Experiment, placement_method
 from experiments.placing import make_placement, point_trace, point_traces, saved_placement
 from placement.ilp import highs_available, placement_objective
 from placement.layout import Placement, PlacementError, load_placement, round_robin
 from placement.stats import evaluate, gpu_cost, placement_stats
 from simulator.engine import SimResult, simulate
+from simulator.ops import Schedule
 from simulator.transport import parse_transport
 from topologies.compiled import compile_fabric
+from topologies.leaf_spine import LeafSpine
 from workloads.collectives import collective_programs, collective_schedule
 from workloads.kernel_model import GPUS, KernelTableError, MeasuredGEMM, RooflineGEMM
 from workloads.kineto import KinetoError, KinetoTrace, load_kineto
@@ -156,6 +158,22 @@ def preflight(point: Experiment) -> None:
         )
 
 
+def workload_schedule(spec: LeafSpine, work: CollectiveWorkload, seed: int) -> Schedule:
+    """The schedule of a collective workload on ``spec`` (every field of ``work`` that shapes it)."""
+    return collective_schedule(
+        spec,
+        work.op,
+        float(work.size),
+        algorithm=work.algorithm,
+        ranks=work.ranks,
+        k=work.k,
+        seed=seed,
+        protocol=work.protocol,
+        channels=work.channels,
+        qps=work.qps_per_connection,
+    )
+
+
 def point_programs(point: Experiment, placement: Placement | None = None) -> dict:
     """Per-rank (or per GPU stream) programs of a point's workload (a MoE point uses ``placement``
     when given, else :func:`point_placement`)."""
@@ -165,19 +183,7 @@ def point_programs(point: Experiment, placement: Placement | None = None) -> dic
         trace, ranks, comm = _replay_setup(point)
         return replay_programs(trace, spec, ranks=ranks, comm=comm, respect_launch=work.respect_launch)
     if work.kind == "collective":
-        schedule = collective_schedule(
-            spec,
-            work.op,
-            float(work.size),
-            algorithm=work.algorithm,
-            ranks=work.ranks,
-            k=work.k,
-            seed=point.seed,
-            protocol=work.protocol,
-            channels=work.channels,
-            qps=work.qps_per_connection,
-        )
-        return collective_programs(schedule)
+        return collective_programs(workload_schedule(spec, work, point.seed))
     fit, trace = point_traces(point)
     hidden = work.hidden or trace.hidden
     if work.kernel_table is not None:
